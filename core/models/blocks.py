@@ -1,0 +1,41 @@
+"""Layers that two or more of the papers share."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (Hu et al., CVPR 2018), as used by MPRNet/FCN's CAB,
+    GradientNet's MBRB/MBRU: global average pool, 1x1 down by ``reduction``,
+    ReLU, 1x1 up, sigmoid, and a per-channel rescale of the input."""
+
+    def __init__(self, channels: int, *, reduction: int = 16, bias: bool = True) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.excite = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=bias),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=bias),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return x * self.excite(self.squeeze(x))
+
+
+class ResBlock(nn.Module):
+    """conv - activation - conv plus identity (Nah et al. 2017 style, no normalisation)."""
+
+    def __init__(self, channels: int, *, kernel_size: int = 3, bias: bool = True, activation: nn.Module | None = None) -> None:
+        super().__init__()
+        padding = kernel_size // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size, padding=padding, bias=bias),
+            activation if activation is not None else nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, kernel_size, padding=padding, bias=bias),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)

@@ -1,0 +1,108 @@
+"""Model cards and the registry: ``register``, ``create_model``, ``list_models``, ``get_card``.
+
+Each paper's file in ``core/models/`` registers one factory per variant with a ``ModelCard``.
+Adding a sixth paper is one new file in ``core/models/`` plus one import line in
+``core/models/__init__.py``; nothing here names a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+CHECKPOINT_DIR = Path(os.environ.get("DEBLUR_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a person needs to know about a registered variant before running it."""
+
+    name: str
+    paper: str
+    authors: str
+    year: int
+    venue: str
+    summary: str
+    params: int  # measured parameter count of the deployed network (tests hold the code to it)
+    maps: tuple[str, ...]  # names returned by model(x, return_maps=True), in order
+    pad_multiple: int | tuple[int, int] = 1
+    input_range: tuple[float, float] = (0.0, 1.0)
+    paper_params: int | None = None  # the count the paper (or its public release) reports, if any
+    checkpoint: str | None = None  # file name inside checkpoints/; defaults to "<name>.safetensors"
+    provenance: str = "untrained: no checkpoint has been shipped for this variant yet"
+    config: dict = field(default_factory=dict)  # the constructor keywords this variant uses
+
+
+_FACTORIES: dict[str, Callable] = {}
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register(card: ModelCard):
+    """Decorator registering ``factory(**config) -> DeblurModel`` under ``card.name``."""
+
+    def wrap(factory):
+        if card.name in _CARDS:
+            raise ValueError(f"model {card.name!r} is registered twice")
+        _FACTORIES[card.name] = factory
+        _CARDS[card.name] = card
+        return factory
+
+    return wrap
+
+
+def _load_all() -> None:
+    importlib.import_module("core.models")
+
+
+def list_models() -> list[str]:
+    _load_all()
+    return list(_CARDS)
+
+
+def get_card(name: str) -> ModelCard:
+    _load_all()
+    if name not in _CARDS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(_CARDS)}")
+    return _CARDS[name]
+
+
+def checkpoint_path(name: str) -> Path:
+    card = get_card(name)
+    return CHECKPOINT_DIR / (card.checkpoint or f"{name}.safetensors")
+
+
+def create_model(name: str, pretrained: bool = False, **overrides):
+    """Build a registered variant (in eval mode). ``pretrained=True`` loads its shipped weights.
+
+    Weights are read with safetensors (no pickle). A missing or damaged file raises an error
+    that names the file.
+    """
+    card = get_card(name)
+    model = _FACTORIES[name](**{**card.config, **overrides})
+    if pretrained:
+        load_weights(model, checkpoint_path(name))
+    return model.eval()
+
+
+def load_weights(model, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"checkpoint file {path} is damaged or not a safetensors file: {error}") from error
+    own = model.state_dict()
+    state = {key: value.to(own[key].dtype) if key in own else value for key, value in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint file {path} does not match the model: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )

@@ -1,0 +1,1 @@
+"""Training sub-project: datasets and training loops; imports core, and core never imports it."""
