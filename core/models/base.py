@@ -86,7 +86,7 @@ class DeblurModel(nn.Module):
             raise ValueError(f"image is {width}x{height}; both sides must be at least 16 pixels")
         padded = pad_to_multiple(x, *self.pad_hw)
         maps = MapRecorder(return_maps)
-        image = self._restore(padded, maps)[..., :height, :width]
+        image = self._restore(padded, maps)[..., :height, :width].contiguous()
         if not self.training:
             image = image.clamp(0.0, 1.0)
         if not return_maps:

@@ -20,7 +20,7 @@ Choices made where the paper is silent or contradicts itself:
   no biases, 3x3 kernels. The paper gives only "96 channels" for the PB (Sec. 3.1).
 - Activations: SELU inside the stage-0 PB (Sec. 3.1), PReLU everywhere else (the release). The release shares
   one single-parameter PReLU across the whole network; here every CAB owns its PReLU (one parameter each), as
-  one shared slope across 150 blocks is an artefact of MPRNet's code, not a design the paper states.
+  one shared slope across 55 blocks is an artefact of MPRNet's code, not a design the paper states.
 - Stages 1-3 start with the release's "shallow feature" block (3x3 conv + CAB with PReLU), which is the PB
   of Fig. 3a with PReLU: Sec. 3.1 says the PB is stacked ("we use multiple stacks of the same module") and
   Sec. 3.5 speaks of stage-3 features "processed in this stage by PB".
@@ -68,6 +68,9 @@ Choices made where the paper is silent or contradicts itself:
   of 8; W is padded to a multiple of 16, the project's convention for FCN (a multiple of 8 would suffice).
 - Patches are folded into the batch dimension (split_patches / merge_patches) instead of the release's
   per-patch calls: the same convolutions (each patch zero-padded at its own borders), one call per module.
+- Activations are stored channels-last (NHWC) in memory: oneDNN runs the 3x3 convolutions 15-30 % faster on CPU
+  that way (1 x 3 x 256 x 256, 2 threads: 10.1 s against 12.2 s for the same network in the default layout on
+  a loaded machine); values are unchanged (within 3e-6).
 - The release's unused second stage-1 decoder (1.5M parameters, never called) is left out.
 """
 
@@ -382,8 +385,8 @@ class FCN(DeblurModel):
         return torch.softmax(self.trust_logits, dim=0)
 
     def _stages(self, x: torch.Tensor, maps: MapRecorder) -> list[torch.Tensor]:
-        # Activations are kept channels-last in memory, on which oneDNN runs these convolutions 10-30 % faster
-        # on CPU than on the default layout; every value is the same.
+        # Activations are kept channels-last in memory, on which oneDNN runs these convolutions 15-30 % faster
+        # on CPU than on the default layout; the values are the same.
         x = x.contiguous(memory_format=torch.channels_last)
         grid0, grid1, grid2, _ = self.patch_grids
         blurry_halves = split_patches(x, *grid2)

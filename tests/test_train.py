@@ -1,0 +1,153 @@
+"""The training sub-project: every recipe runs and learns, data parallel replicas agree, resume is exact."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from core.registry import create_model, list_models, load_weights
+from train.config import CONFIG_DIR, load_config, merge
+from train.distributed import Context
+from train.recipes import RECIPES
+from train.teacher import RotationTeacher, save_teacher
+from train.trainer import train
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU = Context(rank=0, world=1, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Eight small structured 'sharp photos' (smooth shapes and edges, not noise)."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96] / 96.0
+    for index in range(8):
+        image = np.stack([np.sin(6 * xx * (c + 1) + rng.uniform(0, 6)) * 0.4 + 0.5 for c in range(3)], axis=2)
+        corner = rng.integers(10, 50, size=2)
+        image[corner[0] : corner[0] + 30, corner[1] : corner[1] + 30] = rng.uniform(0, 1, size=3)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"photo{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    torch.manual_seed(0)
+    save_teacher(RotationTeacher(channels=(32, 64, 128)), path, {"data": "test", "steps": 0, "held_out_accuracy": 0.0})
+    return path
+
+
+def tiny_config(name, teacher_path, **train):
+    config = merge(load_config(name), {"data": {"crop": 32, "batch_size": 2, "workers": 0},
+                                       "train": {"log_every": 1, "save_every": 2, "val_every": 2, **train}})
+    if config["recipe"] == "sp":
+        config["loss"]["teacher"] = str(teacher_path)
+    return config
+
+
+def test_every_registered_model_has_a_config_naming_a_recipe():
+    for name in list_models():
+        config = load_config(name)
+        assert (CONFIG_DIR / f"{name}.toml").is_file()
+        assert config["recipe"] in RECIPES
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_recipe_runs_end_to_end_and_exports_a_loadable_checkpoint(name, photos, teacher_path, tmp_path):
+    config = tiny_config(name, teacher_path)
+    card = train(model_name=name, data=[str(photos)], out=tmp_path, config=config, context=CPU, max_steps=2,
+                 progress=False)
+    assert card["steps"] == 2 and card["samples"] == 4
+    assert card["losses_used"] and card["hardware"]
+    on_disk = json.loads((tmp_path / "card.json").read_text())
+    assert on_disk["model"] == name and on_disk["losses_used"] == card["losses_used"]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    model = create_model(name)
+    load_weights(model, tmp_path / "last.safetensors")  # weights only, matching the registered architecture
+
+
+def overfit_loss(metrics, name):
+    """The part of each recipe's loss that must fall on a fixed batch (the adversarial term is a game, not a descent)."""
+    if name == "gradientnet":
+        return metrics["content"] + metrics["gradient"]
+    return metrics["loss"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_recipe_overfits_one_fixed_batch(name, teacher_path):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    config = tiny_config(name, teacher_path)  # the paper's optimiser and learning rate
+    recipe = RECIPES[config["recipe"]](model, config, CPU)
+    generator = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32, generator=generator).add(torch.linspace(0, 1, 32)).div(2)
+    batch = {"blur": (sharp + torch.roll(sharp, 2, dims=-1) + torch.roll(sharp, 4, dims=-1)) / 3, "sharp": sharp}
+    first = overfit_loss(recipe.step(batch), name)
+    best = first
+    for _ in range(100):
+        best = min(best, overfit_loss(recipe.step(batch), name))
+        if best < first / 2:
+            break
+    assert best < first / 2, (name, first, best)
+
+
+def test_resume_matches_an_uninterrupted_run(photos, teacher_path, tmp_path):
+    name = "gradientnet"  # the recipe with the most state: two optimisers, a critic, a random gradient penalty
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    config = tiny_config(name, teacher_path)
+    train(model_name=name, data=[str(photos)], out=straight, config=config, context=CPU, max_steps=4, progress=False)
+    train(model_name=name, data=[str(photos)], out=interrupted, config=config, context=CPU, max_steps=2, progress=False)
+    train(model_name=name, data=[str(photos)], out=interrupted, config=config, context=CPU, max_steps=4, resume=True,
+          progress=False)
+    a, b = load_file(str(straight / "last.safetensors")), load_file(str(interrupted / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    log = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_resume_without_state_is_an_error(photos, teacher_path, tmp_path):
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        train(model_name="lmfn", data=[str(photos)], out=tmp_path, config=tiny_config("lmfn", teacher_path),
+              context=CPU, max_steps=1, resume=True, progress=False)
+
+
+def test_fp16_export_halves_the_floats(photos, teacher_path, tmp_path):
+    config = tiny_config("lmfn", teacher_path, fp16_export=True)
+    train(model_name="lmfn", data=[str(photos)], out=tmp_path, config=config, context=CPU, max_steps=1, progress=False)
+    weights = load_file(str(tmp_path / "last.safetensors"))
+    assert all(value.dtype == torch.float16 for value in weights.values() if value.is_floating_point())
+    model = create_model("lmfn")
+    load_weights(model, tmp_path / "last.safetensors")
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_two_process_data_parallel_keeps_identical_replicas(photos, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+               str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), str(photos)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    initial = create_model("lmfn").state_dict()
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    assert any(not torch.equal(rank0[key], initial[key]) for key in rank0)  # and they did train
+
+
+def test_cli_refuses_bad_arguments_with_exit_code_2(tmp_path):
+    for arguments in (["--model", "nonexistent", "--data", str(tmp_path), "--out", str(tmp_path)],
+                      ["--model", "lmfn", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]):
+        result = subprocess.run([sys.executable, "-m", "train", *arguments], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert "error" in result.stderr

@@ -1,0 +1,49 @@
+"""Training configuration: one readable TOML file per model in ``train/configs/``, merged over defaults."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULTS = {
+    "data": {"crop": 256, "batch_size": 16, "weights": [], "workers": 2, "length": 100_000},
+    "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},
+    "schedule": {"kind": "constant", "steps": 100_000},
+    "loss": {},
+    "train": {
+        "seed": 0,
+        "log_every": 10,
+        "val_every": 1000,
+        "save_every": 1000,
+        "val_max_side": 256,  # centre crop of each validation pair, for speed on CPU; None for full frames
+        "amp": True,  # bfloat16 autocast on CUDA only
+        "channels_last": True,
+        "fp16_export": False,
+    },
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(model: str, path: str | Path | None = None) -> dict:
+    """Defaults, then ``train/configs/<model>.toml``, then ``path`` (if given) on top."""
+    default_file = CONFIG_DIR / f"{model}.toml"
+    if not default_file.is_file():
+        raise FileNotFoundError(f"no training config for {model!r}: expected {default_file}")
+    config = merge(DEFAULTS, tomllib.loads(default_file.read_text()))
+    if path is not None:
+        config = merge(config, tomllib.loads(Path(path).read_text()))
+    if config.get("model") != model:
+        raise ValueError(f"config names model {config.get('model')!r}, but --model is {model!r}")
+    return config

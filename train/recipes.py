@@ -1,0 +1,307 @@
+"""Each paper's training recipe: its losses, optimisers and schedule, one optimisation step at a time.
+
+A recipe owns the optimisers, schedulers and any training-only networks (GradientNet's critic, SP's teacher
+and connectors). The trainer calls ``step(batch)`` once per iteration and saves ``state_dict()`` for an exact
+resume. A new paper whose loss is plain pixel loss needs no new recipe: ``pixel`` serves it from its config.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train import losses
+from train.distributed import Context, average_gradients
+from train.teacher import check_teacher, connectors, load_teacher
+
+RECIPES: dict[str, type[Recipe]] = {}
+
+DEFAULT_ROTATION_TEACHER = Path(__file__).resolve().parent.parent / "checkpoints" / "teacher-rotation.safetensors"
+
+
+def recipe(name: str):
+    def wrap(cls):
+        RECIPES[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def make_optimizer(parameters, config: dict) -> torch.optim.Optimizer:
+    optim = config["optim"]
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if optim["name"] not in kinds:
+        raise ValueError(f"optimiser must be one of {', '.join(kinds)}, got {optim['name']!r}")
+    return kinds[optim["name"]](
+        parameters, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim.get("weight_decay", 0.0)
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: dict) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-iteration schedules: constant, step (every ``step_size``), multistep (fractions of ``steps``), cosine."""
+    schedule = config["schedule"]
+    total = schedule["steps"]
+    kind = schedule["kind"]
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, schedule["step_size"], schedule["gamma"])
+    if kind == "multistep":
+        milestones = [math.ceil(fraction * total) for fraction in schedule["milestones"]]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, schedule["gamma"])
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=schedule["min_lr"])
+    raise ValueError(f"unknown schedule kind {kind!r}")
+
+
+class Recipe:
+    """Base: one model, its optimisers (``self.optimizers``), schedulers and training-only modules."""
+
+    name = "base"
+
+    def __init__(self, model: nn.Module, config: dict, context: Context) -> None:
+        self.model = model
+        self.config = config
+        self.context = context
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.modules: dict[str, nn.Module] = {}  # trained alongside, saved in the resumable state
+        self.losses_used: list[str] = []
+
+    def add_optimizer(self, key: str, parameters) -> None:
+        parameters = list(parameters)
+        self.optimizers[key] = make_optimizer(parameters, self.config)
+        self.schedulers[key] = make_scheduler(self.optimizers[key], self.config)
+
+    def autocast(self):
+        """bfloat16 autocast on CUDA (no loss scaling needed, fp32's range); nothing on CPU."""
+        if self.context.device.type == "cuda" and self.config["train"]["amp"]:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def update(self, key: str, loss: torch.Tensor) -> None:
+        """Backward, average gradients across processes, step optimiser ``key``."""
+        optimizer = self.optimizers[key]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        average_gradients(parameters, self.context)
+        optimizer.step()
+
+    def end_step(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+
+    def step(self, batch: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        for key, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][key])
+        for key, module in self.modules.items():
+            module.load_state_dict(state["modules"][key])
+
+
+@recipe("pixel")
+class Pixel(Recipe):
+    """A pixel loss on the restored image: "mse" (LMFN Eq. 4), "l1" or "charbonnier"."""
+
+    def __init__(self, model, config, context):
+        super().__init__(model, config, context)
+        kind = config["loss"].get("pixel", "l1")
+        functions = {"mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": losses.charbonnier}
+        if kind not in functions:
+            raise ValueError(f"pixel loss must be one of {', '.join(functions)}, got {kind!r}")
+        self.pixel = functions[kind]
+        self.losses_used = [f"{kind.upper() if kind != 'charbonnier' else 'Charbonnier'} on the restored image"]
+        self.add_optimizer("model", model.parameters())
+
+    def step(self, batch):
+        with self.autocast():
+            output = self.model.forward_train(batch["blur"])["output"]
+            loss = self.pixel(output.float(), batch["sharp"])
+        self.update("model", loss)
+        return {"loss": loss.item()}
+
+
+@recipe("sp")
+class SemanticPrior(Recipe):
+    """SP Eq. 7: L1 + 0.01 perceptual (VGG16 relu3_3) + 0.1 HCL(priors, teacher features of the sharp image).
+
+    The teacher is frozen; student-side 1x1 connectors (trained with the model, not deployed) bridge channel
+    widths when the teacher's differ from the priors'. ``loss.teacher``: "torchvision", a path to a rotation
+    teacher saved by ``python -m train teacher``, or "auto" (torchvision where its weights load, else the
+    project's rotation teacher in checkpoints/).
+    """
+
+    def __init__(self, model, config, context):
+        super().__init__(model, config, context)
+        weights = config["loss"]
+        self.weights = weights
+        self.teacher = self.load_teacher(weights.get("teacher", "auto")).to(context.device)
+        check_teacher(self.teacher, model)
+        self.connectors = connectors(model.prior_channels, self.teacher.channels).to(context.device)
+        self.modules["connectors"] = self.connectors
+        self.perceptual, perceptual_description = losses.build_perceptual(
+            weights["perceptual_network"], weights["perceptual_layer"]
+        )
+        self.perceptual = self.perceptual.to(context.device)
+        self.losses_used = [
+            f"{weights['l1']} x L1",
+            f"{weights['perceptual']} x {perceptual_description}",
+            f"{weights['prior']} x HCL prior loss (train.losses.hcl_loss) against the teacher: {self.teacher.description}",
+        ]
+        self.add_optimizer("model", list(model.parameters()) + list(self.connectors.parameters()))
+
+    @staticmethod
+    def load_teacher(kind: str):
+        if kind == "torchvision":
+            return load_teacher("torchvision")
+        if kind == "auto":
+            try:
+                return load_teacher("torchvision")
+            except RuntimeError:
+                if not DEFAULT_ROTATION_TEACHER.is_file():
+                    raise RuntimeError(
+                        "SP needs a teacher: torchvision's ImageNet weights could not be loaded and no in-project "
+                        f"teacher exists at {DEFAULT_ROTATION_TEACHER}; train one with `python -m train teacher`"
+                    ) from None
+                return load_teacher("rotation", path=DEFAULT_ROTATION_TEACHER)
+        return load_teacher("rotation", path=kind)
+
+    def step(self, batch):
+        blurry, sharp = batch["blur"], batch["sharp"]
+        with self.autocast():
+            outputs = self.model.forward_train(blurry)
+            output = outputs["output"].float()
+            with torch.no_grad():
+                targets = self.teacher.features(sharp)
+            priors = [connector(prior) for connector, prior in zip(self.connectors, outputs["priors"])]
+            l1 = F.l1_loss(output, sharp)
+            perceptual = self.perceptual(output, sharp)
+            prior = losses.hcl_loss([p.float() for p in priors], [t.float() for t in targets])
+            loss = self.weights["l1"] * l1 + self.weights["perceptual"] * perceptual + self.weights["prior"] * prior
+        self.update("model", loss)
+        return {"loss": loss.item(), "l1": l1.item(), "perceptual": perceptual.item(), "prior": prior.item()}
+
+
+@recipe("fcn")
+class FeatureCatcher(Recipe):
+    """FCN Eq. 1 with trainable trust ratios (train.losses.trust_ratio_loss, KL-to-uniform regularised)."""
+
+    def __init__(self, model, config, context):
+        super().__init__(model, config, context)
+        self.temperature = config["loss"]["trust_temperature"]
+        self.losses_used = [
+            "FCN Eq. 1: sum_s r_s ||P_s - G||_2 over the 3 stage outputs, r = softmax(trust logits), plus "
+            f"{self.temperature} x KL(r || uniform) so that r is the softmin of the stage losses (non-degenerate)"
+        ]
+        self.add_optimizer("model", model.parameters())
+
+    def step(self, batch):
+        with self.autocast():
+            outputs = self.model.forward_train(batch["blur"])
+            stages = [stage.float() for stage in outputs["stages"]]
+            loss = losses.trust_ratio_loss(
+                stages, batch["sharp"], outputs["trust ratios"].float(), temperature=self.temperature
+            )
+        self.update("model", loss)
+        ratios = outputs["trust ratios"].detach().tolist()
+        return {"loss": loss.item(), **{f"r{s + 1}": r for s, r in enumerate(ratios)}}
+
+
+@recipe("reblur")
+class Reblurring(Recipe):
+    """Sec. 3.1-3.2: per iteration, M_D on L1 + lambda L_Reblur, then M_R on L_Blur + L_Sharp (pseudo-sharp)."""
+
+    def __init__(self, model, config, context):
+        super().__init__(model, config, context)
+        self.weight = config["loss"]["reblur"]
+        self.losses_used = [
+            f"M_D: L1 + {self.weight} x ||M_R(L) - M_R(S)||_1 (Eq. 5-6)",
+            "M_R: ||M_R(L) - B||_1 + ||M_R(M_D(S)) - M_D(S)||_1 (Eq. 2-4, pseudo-sharp)",
+        ]
+        self.add_optimizer("deblur", model.deblur.parameters())
+        self.add_optimizer("reblur", model.reblur.parameters())
+
+    def step(self, batch):
+        blurry, sharp = batch["blur"], batch["sharp"]
+        with self.autocast():
+            deblurred = self.model.forward_train(blurry)["output"]
+            deblur_loss = losses.reblur_deblur_loss(self.model, blurry, sharp, deblurred.float(), weight=self.weight)
+        self.update("deblur", deblur_loss)
+        with self.autocast():
+            reblur_loss = losses.reblur_module_loss(self.model, blurry, sharp, deblurred.detach().float())
+        self.update("reblur", reblur_loss)
+        return {"loss": deblur_loss.item(), "reblur_module": reblur_loss.item()}
+
+
+@recipe("gradientnet")
+class StructuresGuided(Recipe):
+    """Eq. 11: 10 content (VGG19 relu4_3) + gradient + WGAN-GP; the PatchGAN critic steps 5 times per
+    generator step. The critic's five steps reuse the iteration's batch and one generated image (detached)."""
+
+    def __init__(self, model, config, context):
+        from core.models.gradientnet import PatchGAN
+
+        super().__init__(model, config, context)
+        weights = config["loss"]
+        self.weights = weights
+        self.critic = PatchGAN().to(context.device)
+        self.modules["critic"] = self.critic
+        self.content, content_description = losses.build_perceptual(
+            weights["content_network"], weights["content_layer"]
+        )
+        self.content = self.content.to(context.device)
+        self.losses_used = [
+            f"{weights['content']} x {content_description}",
+            f"{weights['gradient']} x gradient loss (L1 of horizontal and vertical differences)",
+            f"{weights['adversarial']} x WGAN-GP with a PatchGAN critic (gradient penalty {weights['gp_weight']}, "
+            f"{weights['critic_steps']} critic steps per generator step)",
+        ]
+        self.add_optimizer("generator", model.parameters())
+        self.add_optimizer("critic", self.critic.parameters())
+
+    def step(self, batch):
+        blurry, sharp = batch["blur"], batch["sharp"]
+        with self.autocast():
+            fake = self.model.forward_train(blurry)["output"].float()
+        for _ in range(self.weights["critic_steps"]):
+            critic = losses.critic_loss(self.critic, sharp, fake.detach(), gp_weight=self.weights["gp_weight"])
+            self.update("critic", critic)
+        with self.autocast():
+            content = self.content(fake, sharp)
+            gradient = losses.gradient_loss(fake, sharp)
+            adversarial = losses.generator_adversarial_loss(self.critic, fake)
+            loss = (
+                self.weights["content"] * content
+                + self.weights["gradient"] * gradient
+                + self.weights["adversarial"] * adversarial
+            )
+        self.update("generator", loss)
+        return {
+            "loss": loss.item(),
+            "content": content.item(),
+            "gradient": gradient.item(),
+            "adversarial": adversarial.item(),
+            "critic": critic.item(),
+        }

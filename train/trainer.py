@@ -1,0 +1,265 @@
+"""The training loop: data, resume, validation, logging and export, for any registered model and recipe.
+
+Reproducibility: every sample is a function of (seed, epoch, index) (``train.data``), batches are cut from a
+fixed sequence of sample indices, and torch's generator is reseeded from (seed, rank, step) before each step,
+so a run resumed from its state file continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.metrics import psnr, ssim
+from core.registry import create_model, get_card
+from train.data import ValidationPairs, build_dataset
+from train.distributed import Context, barrier, broadcast_parameters
+from train.recipes import RECIPES
+
+STATE_FILE = "state.pt"
+
+
+class StepIndexed(Dataset):
+    """Global sample index g -> sample (g mod length) of epoch (g div length) of a dataset with set_epoch."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int):
+        self.dataset.set_epoch(index // len(self.dataset))
+        return self.dataset[index % len(self.dataset)]
+
+
+class StepBatches(Sampler):
+    """Batch ``step`` of the whole run is samples [step * B, (step + 1) * B); rank r takes every world-th one."""
+
+    def __init__(self, start: int, stop: int, batch_size: int, context: Context) -> None:
+        if batch_size % context.world:
+            raise ValueError(f"batch size {batch_size} must divide evenly over {context.world} processes")
+        self.start, self.stop, self.batch_size, self.context = start, stop, batch_size, context
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            first = step * self.batch_size
+            yield list(range(first + self.context.rank, first + self.batch_size, self.context.world))
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def hardware(context: Context) -> str:
+    if context.device.type == "cuda":
+        device = torch.cuda.get_device_name(context.device)
+    else:
+        device = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{context.world} x {device}"
+
+
+@torch.no_grad()
+def validate(model, pairs: Dataset, context: Context) -> dict[str, float]:
+    """Mean PSNR / SSIM of the model (eval mode, clamped output) over the validation pairs."""
+    model.eval()
+    scores = {"psnr": [], "ssim": []}
+    for index in range(len(pairs)):
+        pair = pairs[index]
+        output = model(pair["blur"].unsqueeze(0).to(context.device)).float().cpu()[0]
+        restored = output.permute(1, 2, 0).numpy()
+        sharp = pair["sharp"].permute(1, 2, 0).numpy()
+        scores["psnr"].append(psnr(restored, sharp))
+        scores["ssim"].append(ssim(restored, sharp))
+    model.train()
+    return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+def export_weights(model, path: Path, *, fp16: bool) -> None:
+    """Weights only (safetensors: no pickled objects), optionally in float16."""
+    state = {
+        key: (value.half() if fp16 and value.is_floating_point() else value).detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def plot_curves(log_path: Path, out_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train_rows = [r for r in records if r["kind"] == "train"]
+    val_rows = [r for r in records if r["kind"] == "val"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in (train_rows[0] if train_rows else {}):
+        if key in ("kind", "step", "lr", "seconds") or not isinstance(train_rows[0][key], float):
+            continue
+        left.plot([r["step"] for r in train_rows], [r[key] for r in train_rows], label=key)
+    left.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
+    left.legend(fontsize=7)
+    if val_rows:
+        right.plot([r["step"] for r in val_rows], [r["psnr"] for r in val_rows], marker="o")
+    right.set(xlabel="step", ylabel="PSNR (dB)", title="validation")
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=100)
+    plt.close(figure)
+
+
+def train(
+    *,
+    model_name: str,
+    data: list[str],
+    out: Path,
+    config: dict,
+    context: Context,
+    max_steps: int | None = None,
+    resume: bool = False,
+    val: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model_name`` with its recipe; returns the model card written next to the exported weights."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = config["train"]
+    seed = settings["seed"]
+    total = config["schedule"]["steps"] if max_steps is None else max_steps
+    batch_size = config["data"]["batch_size"]
+
+    torch.manual_seed(seed)
+    model = create_model(model_name).train().to(context.device)
+    if settings["channels_last"]:
+        to_channels_last(model)
+    broadcast_parameters(model, context)
+    recipe = RECIPES[config["recipe"]](model, config, context)
+    for module in recipe.modules.values():
+        broadcast_parameters(module, context)
+
+    dataset = build_dataset(
+        data,
+        crop=config["data"]["crop"],
+        seed=seed,
+        length=config["data"]["length"],
+        weights=config["data"]["weights"] or None,
+        held_out=val,
+    )
+    pairs = ValidationPairs(val, max_side=settings["val_max_side"]) if val else None
+
+    start, best, elapsed = 0, None, 0.0
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=context.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        recipe.load_state_dict(state["recipe"])
+        start, best, elapsed = state["step"], state["best"], state["seconds"]
+    elif resume:
+        raise FileNotFoundError(f"--resume given but there is no {state_path}")
+
+    loader = DataLoader(
+        StepIndexed(dataset),
+        batch_sampler=StepBatches(start, total, batch_size, context),
+        num_workers=config["data"]["workers"],
+    )
+    log_path = out / "log.jsonl"
+    if context.main and not resume:
+        log_path.write_text("")
+    bar = None
+    if progress and context.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=model_name, unit="step")
+
+    last_validation = None
+    began = time.perf_counter() - elapsed
+    step = start
+    for step, batch in enumerate(loader, start=start):
+        torch.manual_seed(step_seed(seed, context.rank, step))
+        batch = {key: value.to(context.device, non_blocking=True) for key, value in batch.items()}
+        if settings["channels_last"]:
+            batch = {key: value.contiguous(memory_format=torch.channels_last) for key, value in batch.items()}
+        losses = recipe.step(batch)
+        lr = recipe.lr
+        recipe.end_step()
+        done = step + 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.4f}")
+        if context.main and (done % settings["log_every"] == 0 or done == total):
+            record = {"kind": "train", "step": done, "lr": lr, "seconds": time.perf_counter() - began, **losses}
+            with log_path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+        if pairs is not None and (done % settings["val_every"] == 0 or done == total):
+            if context.main:
+                last_validation = validate(model, pairs, context)
+                with log_path.open("a") as log:
+                    log.write(json.dumps({"kind": "val", "step": done, **last_validation}) + "\n")
+                if best is None or last_validation["psnr"] > best["psnr"]:
+                    best = {"step": done, **last_validation}
+                    export_weights(model, out / "best.safetensors", fp16=settings["fp16_export"])
+            barrier(context)
+        if context.main and (done % settings["save_every"] == 0 or done == total):
+            save_state(state_path, model, recipe, done, best, time.perf_counter() - began)
+    if bar is not None:
+        bar.close()
+
+    card = {}
+    if context.main:
+        export_weights(model, out / "last.safetensors", fp16=settings["fp16_export"])
+        if log_path.stat().st_size:
+            plot_curves(log_path, out / "curves.png")
+        card = model_card(
+            model_name, config, recipe, data, val, step + 1 if total > start else start, batch_size, context,
+            time.perf_counter() - began, best, last_validation,
+        )
+        (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    barrier(context)
+    return card
+
+
+def to_channels_last(model) -> None:
+    """Channels-last weights for every 4-D parameter (3-D convolutions, e.g. LMFN's ACFM, keep their layout)."""
+    for parameter in model.parameters():
+        if parameter.dim() == 4:
+            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+
+
+def save_state(path: Path, model, recipe, step: int, best, seconds: float) -> None:
+    """The resumable state (never shipped): written to a temporary file and renamed, so never half-written."""
+    temporary = path.with_suffix(".tmp")
+    torch.save(
+        {"model": model.state_dict(), "recipe": recipe.state_dict(), "step": step, "best": best, "seconds": seconds},
+        temporary,
+    )
+    temporary.replace(path)
+
+
+def model_card(name, config, recipe, data, val, steps, batch_size, context, seconds, best, last) -> dict:
+    card = get_card(name)
+    return {
+        "model": name,
+        "paper": card.paper,
+        "config": config,
+        "data": [str(Path(path)) for path in data],
+        "validation": str(val) if val else None,
+        "steps": steps,
+        "samples": steps * batch_size,
+        "wall_seconds": round(seconds, 1),
+        "hardware": hardware(context),
+        "losses_used": recipe.losses_used,
+        "teacher": getattr(getattr(recipe, "teacher", None), "description", None),
+        "validation_best": best,
+        "validation_last": last,
+        "torch": torch.__version__,
+    }
