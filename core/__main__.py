@@ -1,9 +1,23 @@
-"""Command line: ``python -m core info``."""
+"""Command line of the library.
+
+    python -m core info
+    python -m core deblur --model NAME|all --input FILE|DIR --output DIR [--tile N] [--tta-steps N]
+    python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N]
+
+Bad arguments exit with code 2; a file that fails is named and the others go on, with exit code 1 at the end.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
 import sys
+import time
+from pathlib import Path
+
+import numpy as np
 
 from core.complexity import count_macs, parameter_count
 from core.registry import checkpoint_path, create_model, get_card, list_models
@@ -24,17 +38,161 @@ def info(_args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_models(value: str, parser: argparse.ArgumentParser) -> list[str]:
+    names = list_models()
+    if value == "all":
+        return names
+    chosen = [name.strip() for name in value.split(",")]
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names)} or all")
+    return chosen
+
+
+def input_files(path: Path) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the input) for a file or every image under a folder."""
+    from core.images import IMAGE_SUFFIXES
+
+    if path.is_file():
+        return [(path, Path(path.name))]
+    return [(file, file.relative_to(path)) for file in sorted(path.rglob("*")) if file.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def deblur(args: argparse.Namespace) -> int:
+    from core.images import ImageError, read_image, write_png
+    from core.inference import restore, to_tensor, to_uint8
+
+    models = args.models
+    files = input_files(args.input)
+    if not files:
+        print(f"no images found under {args.input}", file=sys.stderr)
+        return 1
+    failures = []
+    for file, relative in files:
+        try:
+            image = read_image(file)
+        except ImageError as error:
+            failures.append(str(error))
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        for name in models:
+            target = args.output / name / relative if len(models) > 1 else args.output / relative
+            target = target.with_suffix(".png")
+            if args.tta_steps and hasattr(create_model_cached(name), "reblur"):
+                from core.tta import adapt
+                from core.inference import load_model
+
+                start = time.perf_counter()
+                adapted = adapt(load_model(name)[0], to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
+                output, seconds = to_uint8(adapted.image), time.perf_counter() - start
+            else:
+                result = restore(image, name, tile=args.tile)
+                output, seconds = result.image, result.seconds
+            write_png(target, output)
+            print(f"{name}: {file} -> {target} ({seconds:.2f} s)")
+    if failures:
+        print(f"{len(failures)} of {len(files)} file(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def create_model_cached(name: str):
+    from core.inference import load_model
+
+    return load_model(name)[0]
+
+
+def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
+    """(name, blurry, sharp) for a GoPro layout (<seq>/blur, <seq>/sharp) or a flat blur/ + sharp/ folder."""
+    folders = [root] if (root / "blur").is_dir() else sorted(p for p in root.iterdir() if (p / "blur").is_dir())
+    pairs = []
+    for folder in folders:
+        for blurry in sorted((folder / "blur").iterdir()):
+            sharp = folder / "sharp" / blurry.name
+            if sharp.is_file():
+                pairs.append((str(blurry.relative_to(root)), blurry, sharp))
+    return pairs
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from core import metrics
+    from core.images import read_image
+    from core.inference import restore
+
+    pairs = evaluation_pairs(args.data)[: args.limit or None]
+    if not pairs:
+        print(f"no blur/sharp pairs found under {args.data}", file=sys.stderr)
+        return 1
+    lpips_ok, lpips_message = metrics.lpips_available()
+    if not lpips_ok:
+        print(f"note: {lpips_message}", file=sys.stderr)
+    rows = []
+    for label, blurry_path, sharp_path in pairs:
+        blurry, sharp = read_image(blurry_path), read_image(sharp_path)
+        candidates = [("input", blurry, 0.0)]
+        for name in args.models:
+            result = restore(blurry, name, tile=args.tile)
+            candidates.append((name, result.image.astype(np.float32) / 255.0, result.seconds))
+        for name, output, seconds in candidates:
+            row = {"model": name, "image": label, "psnr": metrics.psnr(output, sharp), "ssim": metrics.ssim(output, sharp),
+                   "lpips": metrics.lpips_score(output, sharp) if lpips_ok else math.nan,
+                   "niqe": metrics.niqe(output), "seconds": seconds}
+            rows.append(row)
+            print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
+    summary = []
+    for name in ["input", *args.models]:
+        mine = [row for row in rows if row["model"] == name]
+        summary.append({"model": name, **{key: float(np.mean([row[key] for row in mine]))
+                                          for key in ("psnr", "ssim", "lpips", "niqe", "seconds")}, "images": len(mine)})
+    print(f"{'model':<12}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'NIQE':>8}{'s/image':>9}")
+    for row in summary:
+        print(f"{row['model']:<12}{row['psnr']:>8.2f}{row['ssim']:>8.4f}{row['lpips']:>8.4f}{row['niqe']:>8.2f}{row['seconds']:>9.2f}")
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        with (args.output / "evaluation.csv").open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (args.output / "evaluation.json").write_text(json.dumps({"summary": summary, "images": rows}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Deblurring workbench command line.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="every registered model: parameters, MACs at 256x256 and 1280x720").set_defaults(
         run=info
     )
+    run = commands.add_parser("deblur", help="restore a photo or a folder of photos to lossless PNGs")
+    run.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    run.add_argument("--input", required=True, type=Path, help="an image file or a folder (searched recursively)")
+    run.add_argument("--output", required=True, type=Path, help="output folder; mirrors the input tree")
+    run.add_argument("--tile", type=int, help="tile side in pixels (default: from a memory budget; 0: never tile)")
+    run.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (Reblur models only)")
+    run.add_argument("--tta-lr", type=float, default=3e-6, help="test-time adaptation learning rate (paper: 3e-6)")
+    run.set_defaults(run=deblur)
+    score = commands.add_parser("evaluate", help="PSNR, SSIM, LPIPS, NIQE and time on blur/sharp pairs")
+    score.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    score.add_argument("--data", required=True, type=Path, help="GoPro layout (<seq>/blur, <seq>/sharp) or blur/+sharp/")
+    score.add_argument("--output", type=Path, help="folder for evaluation.csv and evaluation.json")
+    score.add_argument("--tile", type=int, help="tile side (default: from a memory budget)")
+    score.add_argument("--limit", type=int, help="only the first N pairs")
+    score.set_defaults(run=evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("deblur", "evaluate"):
+        args.models = chosen_models(args.model, parser)
+        source = args.input if args.command == "deblur" else args.data
+        if not source.exists():
+            parser.error(f"{source} does not exist")
+        if args.command == "deblur" and args.tta_steps < 0:
+            parser.error("--tta-steps must be >= 0")
+        if args.tile is not None and args.tile < 0:
+            parser.error("--tile must be >= 0")
     return args.run(args)
 
 

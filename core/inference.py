@@ -1,15 +1,28 @@
-"""Running a registered model on an image: conversion, device, caching and timing, as pure functions."""
+"""Running a registered model on an image: conversion, device, caching, tiling and timing, as pure functions.
+
+- ``restore(image, name)``: numpy or PIL in, same-size RGB out, with the seconds it took.
+- Large images run in overlapping tiles blended with a smooth window (``tile_apply``); the tile size comes from a
+  memory budget and the model's peak activation memory per pixel, measured once on the meta device.
+- Weights load once per process (``load_model`` is cached), never at import, without pickle (safetensors).
+"""
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import time
-from dataclasses import dataclass
+import weakref
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.registry import checkpoint_path, create_model
+from core.registry import checkpoint_path, create_model, get_card
+
+DEFAULT_BUDGET_BYTES = 1_500_000_000  # activations of one model run on CPU; override per call
 
 
 @dataclass(frozen=True)
@@ -17,34 +30,202 @@ class Restoration:
     image: np.ndarray  # H x W x 3, uint8
     seconds: float
     trained: bool
+    tile: int | None = None  # tile side used, None when the image ran whole
+    maps: dict = field(default_factory=dict)  # the model's named maps (only when asked for and run whole)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 (or float in [0, 1]) -> 1 x 3 x H x W float32 in [0, 1]."""
+def to_float_rgb(image) -> np.ndarray:
+    """Any PIL image or array (grey, RGB, RGBA; uint8, uint16 or float in [0, 1]) -> H x W x 3 float32 in [0, 1].
+
+    Alpha is dropped (the colour channels are kept as stored, not composited over a background).
+    """
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {array.shape}")
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    elif array.dtype == bool:
+        array = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError("a float image must hold finite values in [0, 1]")
+    else:
+        raise ValueError(f"unsupported pixel type {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected a grey, RGB or RGBA image, got an array of shape {array.shape}")
+    if array.shape[2] in (1, 2):  # grey, or grey + alpha
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def to_tensor(image) -> torch.Tensor:
+    """An image (see ``to_float_rgb``) -> 1 x 3 x H x W float32 in [0, 1]."""
+    return torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1).unsqueeze(0)
 
 
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8, rounded."""
-    array = tensor.detach().clamp(0, 1).squeeze(0).permute(1, 2, 0).cpu().numpy()
+    array = tensor.detach().float().clamp(0, 1).squeeze(0).permute(1, 2, 0).cpu().numpy()
     return (array * 255.0 + 0.5).astype(np.uint8)
 
 
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def set_cpu_threads() -> int:
+    """Use every core this process may run on (PyTorch's default can exceed a container's CPU quota)."""
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
 @functools.lru_cache(maxsize=None)
-def load_model(name: str) -> tuple[torch.nn.Module, bool]:
-    """The process-wide instance of a model: shipped weights when present, else its untrained initialisation."""
+def load_model(name: str, device: str = "cpu") -> tuple[torch.nn.Module, bool]:
+    """The process-wide instance of a model on ``device``: shipped weights when present, else untrained."""
     trained = checkpoint_path(name).is_file()
-    return create_model(name, pretrained=trained), trained
+    return create_model(name, pretrained=trained).to(device), trained
 
 
-def restore(image: np.ndarray, name: str) -> Restoration:
-    model, trained = load_model(name)
+class _PeakMemory(TorchDispatchMode):
+    """Tracks the bytes of live tensors created during a forward pass (works on the meta device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, size: int) -> None:
+        self.live -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor) and tensor._base is None:
+                size = tensor.untyped_storage().nbytes()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self._release, size)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def bytes_per_pixel(name: str) -> float:
+    """Peak activation memory of one inference forward per input pixel, measured on the meta device at 256x256."""
+    side = 256
+    with torch.device("meta"):
+        model = create_model(name)
+        image = torch.empty(1, 3, side, side)
+    with torch.inference_mode(), _PeakMemory() as tracker:
+        model(image)
+    return tracker.peak / (side * side)
+
+
+def auto_tile(name: str, height: int, width: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> int | None:
+    """Tile side for an image of this size within the budget, or None when the whole image fits."""
+    per_pixel = bytes_per_pixel(name)
+    if per_pixel * height * width <= budget_bytes:
+        return None
+    multiple = get_card(name).pad_multiple
+    multiple = max(multiple) if isinstance(multiple, tuple) else multiple
+    side = int(math.sqrt(budget_bytes / per_pixel))
+    return max(64, side - side % max(multiple, 16))
+
+
+def blend_window(size: int, overlap: int) -> torch.Tensor:
+    """1-D weights across a tile: at each end, ``overlap // 3`` pixels of weight 0 (where zero padding at the
+    tile's edge reaches into a network's output), then a raised-cosine ramp up to 1 over the rest of the overlap."""
+    window = torch.ones(size)
+    if overlap > 0:
+        margin = overlap // 3
+        ramp = torch.zeros(overlap)
+        ramp[margin:] = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, overlap - margin + 2)[1:-1])
+        window[:overlap] = ramp
+        window[-overlap:] = torch.minimum(window[-overlap:], ramp.flip(0))
+    return window
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def tile_apply(fn, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Apply ``fn`` (N x 3 x h x w -> same) over overlapping square tiles and blend them smoothly.
+
+    Tiles at the image border are not tapered on their outer side. Neighbouring tiles overlap by at least
+    ``overlap`` pixels and each gives weight 0 only to the outer third of its own side of the overlap, so every
+    pixel's weights sum to a positive value; each output pixel is the weighted mean of the tiles covering it.
+    """
+    if overlap * 2 >= tile:
+        raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
+    _, _, height, width = image.shape
+    output = torch.zeros_like(image)
+    weights = torch.zeros(1, 1, height, width, dtype=image.dtype, device=image.device)
+    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    for top in rows:
+        for left in cols:
+            h, w = min(tile, height), min(tile, width)
+            patch = fn(image[:, :, top : top + h, left : left + w])
+            wy = blend_window(h, overlap if len(rows) > 1 else 0)
+            wx = blend_window(w, overlap if len(cols) > 1 else 0)
+            if top == 0:
+                wy[:overlap] = 1.0
+            if top + h == height:
+                wy[h - overlap :] = 1.0
+            if left == 0:
+                wx[:overlap] = 1.0
+            if left + w == width:
+                wx[w - overlap :] = 1.0
+            weight = (wy[:, None] * wx[None, :]).to(image)[None, None]
+            output[:, :, top : top + h, left : left + w] += patch * weight
+            weights[:, :, top : top + h, left : left + w] += weight
+    return output / weights
+
+
+def restore(
+    image,
+    name: str,
+    *,
+    device: str | None = None,
+    tile: int | None = None,
+    overlap: int = 32,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    return_maps: bool = False,
+) -> Restoration:
+    """Restore an image with a registered model. ``tile``: None chooses from the memory budget; 0 never tiles.
+
+    On CUDA the model runs under bfloat16 autocast (fp32's range: LMFN's unscaled attention products cannot
+    overflow as they can in float16). Maps are returned only when the image runs whole.
+    """
+    target = torch.device(device) if device else default_device()
+    if target.type == "cpu":
+        set_cpu_threads()
+    model, trained = load_model(name, str(target))
+    x = to_tensor(image).to(target)
+    height, width = x.shape[-2:]
+    if tile is None:
+        tile = auto_tile(name, height, width, budget_bytes)
+    elif tile == 0 or tile >= max(height, width):
+        tile = None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else nullcontext()
+    maps = {}
     start = time.perf_counter()
-    with torch.inference_mode():
-        output = model(to_tensor(image))
-    return Restoration(to_uint8(output), time.perf_counter() - start, trained)
+    with torch.inference_mode(), autocast:
+        if tile is None and return_maps:
+            output, maps = model(x, return_maps=True)
+        elif tile is None:
+            output = model(x)
+        else:
+            output = tile_apply(model, x, tile, min(overlap, tile // 4))
+    if target.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return Restoration(to_uint8(output), seconds, trained, tile, {k: v.float().cpu() for k, v in maps.items()})

@@ -23,3 +23,45 @@ def test_unknown_command_exits_with_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["nonsense"])
     assert exit_info.value.code == 2
+
+
+def write_photo(path, height=40, width=52, seed=0):
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(path)
+
+
+def test_deblur_mirrors_the_tree_names_bad_files_and_exits_1(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from core.images import read_image
+    from core.inference import restore
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    write_photo(source / "a.png")
+    write_photo(source / "nested" / "b.jpg", seed=1)
+    (source / "broken.png").write_bytes(b"this is not an image")
+    code = main(["deblur", "--model", "lmfn,reblur-n1", "--input", str(source), "--output", str(out)])
+    assert code == 1
+    assert "broken.png" in capsys.readouterr().err
+    for name in ("lmfn", "reblur-n1"):
+        assert (out / name / "a.png").is_file() and (out / name / "nested" / "b.png").is_file()
+    written = np.asarray(Image.open(out / "lmfn" / "a.png"))
+    assert np.array_equal(written, restore(read_image(source / "a.png"), "lmfn").image)  # lossless
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_deblur_one_model_writes_flat_and_bad_arguments_exit_2(tmp_path):
+    write_photo(tmp_path / "photo.png")
+    assert main(["deblur", "--model", "lmfn", "--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "photo.png").is_file()
+    for arguments in (["deblur", "--model", "nope", "--input", str(tmp_path), "--output", str(tmp_path)],
+                      ["deblur", "--model", "lmfn", "--input", str(tmp_path / "missing"), "--output", str(tmp_path)],
+                      ["deblur", "--model", "lmfn", "--input", str(tmp_path), "--output", str(tmp_path), "--tile", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(arguments)
+        assert exit_info.value.code == 2
