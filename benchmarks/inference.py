@@ -1,0 +1,99 @@
+"""Inference latency, peak memory and the FLOP floor of every registered model on this machine.
+
+    python benchmarks/inference.py [--threads 2] [--sizes 256x256 720x1280 4000x6000] [--models a,b] [--skip-slow]
+
+Each (model, size) runs in a fresh process (so its peak resident memory is its own), through
+``core.inference.restore`` with the automatic tile size; latency is the best of ``--repeats`` runs after a
+warm-up (one run for images over 4 megapixels). The FLOP floor is the model's MACs x 2 divided by the
+throughput of a 3x3 convolution (96 channels, 256x256) measured in the same session: a model cannot run
+faster than its convolutions allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def conv_gflops(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(96, 96, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 96, 256, 256).contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.inference_mode():
+        conv(x)
+        for _ in range(5):
+            start = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - start)
+    return 2 * 96 * 96 * 9 * 256 * 256 / best / 1e9
+
+
+def measure(name: str, height: int, width: int, threads: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from core.complexity import count_macs
+    from core.inference import restore
+
+    torch.set_num_threads(threads)
+    image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
+    first = restore(image, name, device="cpu")
+    times = [first.seconds]
+    for _ in range(repeats if height * width <= 4_000_000 else 0):
+        times.append(restore(image, name, device="cpu").seconds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    return {"model": name, "size": f"{width}x{height}", "seconds": min(times), "peak_gib": peak,
+            "tile": first.tile, "gmacs": count_macs(name, height, width) / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=["256x256", "720x1280", "4000x6000"], help="HxW")
+    parser.add_argument("--models", help="comma-separated (default: all)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-slow", type=float, default=600.0, help="skip runs whose floor exceeds this many s")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        name, size = args.one.split("@")
+        height, width = map(int, size.split("x"))
+        print(json.dumps(measure(name, height, width, args.threads, args.repeats)))
+        return
+
+    from core.complexity import count_macs
+    from core.registry import list_models
+
+    gflops = conv_gflops(args.threads)
+    print(f"3x3 convolution throughput: {gflops:.0f} GFLOP/s ({args.threads} threads)\n")
+    print("| model | size | tile | GMACs | seconds | FLOP floor (s) | x floor | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    models = args.models.split(",") if args.models else list_models()
+    for name in models:
+        for size in args.sizes:
+            height, width = map(int, size.split("x"))
+            floor = 2 * count_macs(name, height, width) / (gflops * 1e9)
+            if floor > args.skip_slow:
+                print(f"| {name} | {width}x{height} | | {floor * gflops / 2:.0f} | skipped | {floor:.0f} | | |", flush=True)
+                continue
+            command = [sys.executable, __file__, "--one", f"{name}@{size}", "--threads", str(args.threads),
+                       "--repeats", str(args.repeats)]
+            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            print(f"| {name} | {result['size']} | {result['tile'] or 'whole'} | {result['gmacs']:.1f} | "
+                  f"{result['seconds']:.2f} | {floor:.2f} | {result['seconds'] / floor:.2f} | {result['peak_gib']:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
