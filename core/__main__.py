@@ -114,6 +114,14 @@ def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def niqe_or_nan(image: np.ndarray) -> float:
+    """NIQE, or NaN for an image smaller than its 96 x 96 blocks."""
+    from core import metrics
+
+    height, width = image.shape[:2]
+    return metrics.niqe(image) if min(height, width) >= 96 else math.nan
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from core import metrics
     from core.images import read_image
@@ -136,7 +144,7 @@ def evaluate(args: argparse.Namespace) -> int:
         for name, output, seconds in candidates:
             row = {"model": name, "image": label, "psnr": metrics.psnr(output, sharp), "ssim": metrics.ssim(output, sharp),
                    "lpips": metrics.lpips_score(output, sharp) if lpips_ok else math.nan,
-                   "niqe": metrics.niqe(output), "seconds": seconds}
+                   "niqe": niqe_or_nan(output), "seconds": seconds}
             rows.append(row)
             print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
     summary = []

@@ -65,3 +65,39 @@ def test_deblur_one_model_writes_flat_and_bad_arguments_exit_2(tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             main(arguments)
         assert exit_info.value.code == 2
+
+
+def test_evaluate_scores_the_input_and_each_model_and_writes_csv_and_json(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        sharp = rng.integers(0, 256, size=(96, 112, 3), dtype=np.uint8)
+        blurry = ((sharp.astype(np.float32) + np.roll(sharp, 3, axis=1)) / 2).astype(np.uint8)
+        for kind, image in (("sharp", sharp), ("blur", blurry)):
+            (data / "SEQ" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(data / "SEQ" / kind / f"{index:06d}.png")
+    assert main(["evaluate", "--model", "lmfn", "--data", str(data), "--output", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    assert "input" in table and "lmfn" in table
+    result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert [row["model"] for row in result["summary"]] == ["input", "lmfn"]
+    assert len(result["images"]) == 4
+    from core.metrics import psnr
+
+    first = Image.open(data / "SEQ" / "blur" / "000000.png")
+    expected = psnr(np.asarray(first) / 255.0, np.asarray(Image.open(data / "SEQ" / "sharp" / "000000.png")) / 255.0)
+    assert abs(result["images"][0]["psnr"] - expected) < 1e-6
+    assert (tmp_path / "out" / "evaluation.csv").read_text().startswith("model,image,psnr")
+    assert all(np.isfinite(row["niqe"]) and np.isfinite(row["ssim"]) for row in result["images"])
+
+
+def test_deblur_with_adaptation_steps(tmp_path):
+    write_photo(tmp_path / "p.png", 32, 32)
+    assert main(["deblur", "--model", "reblur-n1", "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "o"),
+                 "--tta-steps", "2"]) == 0
+    assert (tmp_path / "o" / "p.png").is_file()
