@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -24,7 +25,7 @@ from train.data import (
     read_rgb,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 GOPRO_DEV = DATA / "gopro_dev"
 FRAMES = DATA / "gopro_frames"
 SEQUENCE = "GOPR0477_11_00"

@@ -5,20 +5,15 @@ import glob
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from core.blur import blur_image, trajectory_kernel
 from core.diagnostics import estimate_kernel, removed_blur_kernel, remaining_blur_kernel, richardson_lucy, wiener
 
-CBSD68 = sorted(glob.glob("/work/shared/data/sharp/CBSD68/*.png"))
+CBSD68 = sorted(glob.glob(str(SHARED_DATA / "sharp" / "CBSD68" / "*.png")))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """blur_image runs tiny convolutions: on a shared 2-CPU machine one thread is faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rectangles(height, width, count=60, seed=0):
@@ -34,7 +29,7 @@ def rectangles(height, width, count=60, seed=0):
 
 def natural_crop(height, width):
     if not CBSD68:
-        pytest.skip("CBSD68 is not in /work/shared/data/sharp")
+        pytest.skip(f"CBSD68 is not in {SHARED_DATA / 'sharp'}")
     from PIL import Image
 
     return np.asarray(Image.open(CBSD68[0]).convert("RGB"), dtype=np.float32)[:height, :width] / 255

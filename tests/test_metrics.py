@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
@@ -25,7 +26,6 @@ from core.metrics import MetricUnavailable, fit_aggd, imresize_half, lpips_avail
 from core.metrics import niqe, psnr, reblur_score, ssim
 from core.models.reblur import Reblur
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOPRO_DEV = SHARED_DATA / "gopro_dev"
 BABOON = SHARED_DATA / "sharp" / "Set14" / "baboon.png"
 MATLAB_BABOON_NIQE = 5.72957338  # MATLAB R2021a, Y channel, border 0 (BasicSR 1.4.2's calculate_niqe docstring)

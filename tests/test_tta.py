@@ -6,6 +6,7 @@ import glob
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from core.models.base import pad_to_multiple
 from core.models.reblur import Reblur
@@ -13,16 +14,10 @@ from core.tta import PAPER_LR, adapt, match_to
 
 # The paper's modules at reduced width: the adaptation code only sees .deblur, .reblur and .pad_multiple.
 SMALL = {"deblur_widths": (8, 16, 16), "deblur_resblocks": 1, "reblur_channels": 8, "reblur_resblocks": 1}
-GOPRO_BLUR = sorted(glob.glob("/work/shared/data/gopro_dev/*/blur/*.png"))
+GOPRO_BLUR = sorted(glob.glob(str(SHARED_DATA / "gopro_dev" / "*" / "blur" / "*.png")))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: on a shared 2-CPU machine one thread runs them many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def odd_image(height=34, width=39, seed=1):
 def gopro_crop(size=64):
     """The most textured size x size tile (on a grid) of the first GoPro blurry image: real motion blur."""
     if not GOPRO_BLUR:
-        pytest.skip("GoPro development pairs are not in /work/shared/data/gopro_dev")
+        pytest.skip(f"GoPro development pairs are not in {SHARED_DATA / 'gopro_dev'}")
     from PIL import Image
 
     array = np.asarray(Image.open(GOPRO_BLUR[0]).convert("RGB"), dtype=np.float32) / 255
