@@ -30,7 +30,7 @@ class Restoration:
     image: np.ndarray  # H x W x 3, uint8
     seconds: float
     trained: bool
-    tile: int | None = None  # tile side used, None when the image ran whole
+    tile: tuple[int, int] | None = None  # (height, width) of the tiles used, None when the image ran whole
     maps: dict = field(default_factory=dict)  # the model's named maps (only when asked for and run whole)
 
 
@@ -125,15 +125,36 @@ def bytes_per_pixel(name: str) -> float:
     return tracker.peak / (side * side)
 
 
-def auto_tile(name: str, height: int, width: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> int | None:
-    """Tile side for an image of this size within the budget, or None when the whole image fits."""
+def auto_tile(
+    name: str, height: int, width: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, overlap: int = 32
+) -> tuple[int, int] | None:
+    """(tile height, tile width) for an image of this size within the budget, or None when the whole image fits.
+
+    Among the grids of rows x columns whose tiles fit the budget, the one computing the fewest pixels in all
+    (tiles plus their overlaps) wins, so a 1280x720 image is not cut into squares that overhang it.
+    """
     per_pixel = bytes_per_pixel(name)
     if per_pixel * height * width <= budget_bytes:
         return None
     multiple = get_card(name).pad_multiple
-    multiple = max(multiple) if isinstance(multiple, tuple) else multiple
-    side = int(math.sqrt(budget_bytes / per_pixel))
-    return max(64, side - side % max(multiple, 16))
+    multiple = max(16, max(multiple) if isinstance(multiple, tuple) else multiple)
+
+    def side(length: int, parts: int) -> int:
+        needed = math.ceil((length + (parts - 1) * overlap) / parts)
+        return min(length, -(-needed // multiple) * multiple)
+
+    best = None
+    for rows in range(1, math.ceil(height / 64) + 1):
+        for cols in range(1, math.ceil(width / 64) + 1):
+            tile_h, tile_w = side(height, rows), side(width, cols)
+            if tile_h * tile_w * per_pixel > budget_bytes or min(tile_h, tile_w) <= 2 * overlap:
+                continue
+            cost = len(tile_starts(height, tile_h, overlap)) * len(tile_starts(width, tile_w, overlap)) * tile_h * tile_w
+            if best is None or cost < best[0]:
+                best = (cost, (tile_h, tile_w))
+    if best is None:
+        raise ValueError(f"{name}: no tile of more than {2 * overlap} pixels fits a budget of {budget_bytes} bytes")
+    return best[1]
 
 
 def blend_window(size: int, overlap: int) -> torch.Tensor:
@@ -157,22 +178,23 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
-def tile_apply(fn, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Apply ``fn`` (N x 3 x h x w -> same) over overlapping square tiles and blend them smoothly.
+def tile_apply(fn, image: torch.Tensor, tile: int | tuple[int, int], overlap: int) -> torch.Tensor:
+    """Apply ``fn`` (N x 3 x h x w -> same) over overlapping tiles (square, or (height, width)), blended smoothly.
 
     Tiles at the image border are not tapered on their outer side. Neighbouring tiles overlap by at least
     ``overlap`` pixels and each gives weight 0 only to the outer third of its own side of the overlap, so every
     pixel's weights sum to a positive value; each output pixel is the weighted mean of the tiles covering it.
     """
-    if overlap * 2 >= tile:
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    if overlap * 2 >= min(tile_h, tile_w):
         raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
     _, _, height, width = image.shape
     output = torch.zeros_like(image)
     weights = torch.zeros(1, 1, height, width, dtype=image.dtype, device=image.device)
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
     for top in rows:
         for left in cols:
-            h, w = min(tile, height), min(tile, width)
+            h, w = min(tile_h, height), min(tile_w, width)
             patch = fn(image[:, :, top : top + h, left : left + w])
             wy = blend_window(h, overlap if len(rows) > 1 else 0)
             wx = blend_window(w, overlap if len(cols) > 1 else 0)
@@ -195,12 +217,13 @@ def restore(
     name: str,
     *,
     device: str | None = None,
-    tile: int | None = None,
+    tile: int | tuple[int, int] | None = None,
     overlap: int = 32,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     return_maps: bool = False,
 ) -> Restoration:
-    """Restore an image with a registered model. ``tile``: None chooses from the memory budget; 0 never tiles.
+    """Restore an image with a registered model. ``tile`` (a side or (height, width)): None chooses from the
+    memory budget (``auto_tile``); 0 never tiles.
 
     On CUDA the model runs under bfloat16 autocast (fp32's range: LMFN's unscaled attention products cannot
     overflow as they can in float16). Maps are returned only when the image runs whole.
@@ -212,9 +235,12 @@ def restore(
     x = to_tensor(image).to(target)
     height, width = x.shape[-2:]
     if tile is None:
-        tile = auto_tile(name, height, width, budget_bytes)
-    elif tile == 0 or tile >= max(height, width):
+        tile = auto_tile(name, height, width, budget_bytes, overlap)
+    elif tile == 0 or tile == (0, 0):
         tile = None
+    else:
+        tile = (tile, tile) if isinstance(tile, int) else tuple(tile)
+        tile = None if tile[0] >= height and tile[1] >= width else (min(tile[0], height), min(tile[1], width))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else nullcontext()
     maps = {}
     start = time.perf_counter()
@@ -224,7 +250,7 @@ def restore(
         elif tile is None:
             output = model(x)
         else:
-            output = tile_apply(model, x, tile, min(overlap, tile // 4))
+            output = tile_apply(model, x, tile, min(overlap, min(tile) // 4))
     if target.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ from core.inference import (
     load_model,
     restore,
     tile_apply,
+    tile_starts,
     to_float_rgb,
     to_tensor,
     to_uint8,
@@ -60,7 +61,7 @@ def test_tiled_and_untiled_reblur_agree_above_45_db():
     image = photo(160, 224)
     whole = restore(image, "reblur-n1", tile=0)
     tiled = restore(image, "reblur-n1", tile=96, overlap=24)
-    assert tiled.tile == 96 and whole.tile is None
+    assert tiled.tile == (96, 96) and whole.tile is None
     assert psnr(tiled.image / 255.0, whole.image / 255.0) > 45.0
 
 
@@ -80,5 +81,11 @@ def test_tile_size_follows_the_memory_budget():
     per_pixel = bytes_per_pixel("reblur-n1")
     assert per_pixel > 3 * 64 * 4  # at least a few full-resolution 64-channel float maps per pixel
     assert auto_tile("reblur-n1", 256, 256, budget_bytes=10**10) is None
-    tile = auto_tile("reblur-n1", 4000, 6000, budget_bytes=200_000_000)
-    assert tile is not None and tile * tile * per_pixel <= 200_000_000 and tile % 16 == 0
+    tile_h, tile_w = auto_tile("reblur-n1", 4000, 6000, budget_bytes=200_000_000)
+    assert tile_h * tile_w * per_pixel <= 200_000_000 and tile_h % 16 == 0 and tile_w % 16 == 0
+
+
+def test_automatic_tiles_do_not_overhang_a_wide_image():
+    tile_h, tile_w = auto_tile("fcn", 720, 1280)  # FCN needs ~7.9 kB per pixel: 1280x720 does not fit 1.5 GB
+    computed = len(tile_starts(720, tile_h, 32)) * len(tile_starts(1280, tile_w, 32)) * tile_h * tile_w
+    assert computed < 1.35 * 720 * 1280, (tile_h, tile_w, computed)
