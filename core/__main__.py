@@ -161,8 +161,20 @@ def evaluate(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(file, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (args.output / "evaluation.json").write_text(json.dumps({"summary": summary, "images": rows}, indent=2))
+        report = {"summary": summary, "images": rows}
+        (args.output / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     return 0
+
+
+def json_safe(value):
+    """NaN and infinities (an unavailable LPIPS, a PSNR of identical images) as JSON null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,6 +79,11 @@ class Recipe:
         self.optimizers[key] = make_optimizer(parameters, self.config)
         self.schedulers[key] = make_scheduler(self.optimizers[key], self.config)
 
+    def perceptual(self, network: str, layer: str) -> tuple[nn.Module, str]:
+        """The VGG feature loss on this recipe's device (or its offline stand-in) and its card description."""
+        module, description = losses.build_perceptual(network, layer)
+        return module.to(self.context.device), description
+
     def autocast(self):
         """bfloat16 autocast on CUDA (no loss scaling needed, fp32's range); nothing on CPU."""
         if self.context.device.type == "cuda" and self.config["train"]["amp"]:
@@ -161,10 +166,9 @@ class SemanticPrior(Recipe):
         check_teacher(self.teacher, model)
         self.connectors = connectors(model.prior_channels, self.teacher.channels).to(context.device)
         self.modules["connectors"] = self.connectors
-        self.perceptual, perceptual_description = losses.build_perceptual(
+        self.perceptual_loss, perceptual_description = self.perceptual(
             weights["perceptual_network"], weights["perceptual_layer"]
         )
-        self.perceptual = self.perceptual.to(context.device)
         self.losses_used = [
             f"{weights['l1']} x L1",
             f"{weights['perceptual']} x {perceptual_description}",
@@ -197,7 +201,7 @@ class SemanticPrior(Recipe):
                 targets = self.teacher.features(sharp)
             priors = [connector(prior) for connector, prior in zip(self.connectors, outputs["priors"])]
             l1 = F.l1_loss(output, sharp)
-            perceptual = self.perceptual(output, sharp)
+            perceptual = self.perceptual_loss(output, sharp)
             prior = losses.hcl_loss([p.float() for p in priors], [t.float() for t in targets])
             loss = self.weights["l1"] * l1 + self.weights["perceptual"] * perceptual + self.weights["prior"] * prior
         self.update("model", loss)
@@ -268,10 +272,7 @@ class StructuresGuided(Recipe):
         self.weights = weights
         self.critic = PatchGAN().to(context.device)
         self.modules["critic"] = self.critic
-        self.content, content_description = losses.build_perceptual(
-            weights["content_network"], weights["content_layer"]
-        )
-        self.content = self.content.to(context.device)
+        self.content, content_description = self.perceptual(weights["content_network"], weights["content_layer"])
         self.losses_used = [
             f"{weights['content']} x {content_description}",
             f"{weights['gradient']} x gradient loss (L1 of horizontal and vertical differences)",
