@@ -2,7 +2,7 @@
 
     python -m core info
     python -m core deblur --model NAME|all --input FILE|DIR --output DIR [--tile N] [--tta-steps N]
-    python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N]
+    python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N]   (pairs, or photos alone)
 
 Bad arguments exit with code 2; a file that fails is named and the others go on, with exit code 1 at the end.
 """
@@ -127,23 +127,30 @@ def evaluate(args: argparse.Namespace) -> int:
     from core.images import read_image
     from core.inference import restore
 
-    pairs = evaluation_pairs(args.data)[: args.limit or None]
+    pairs = evaluation_pairs(args.data)
+    if not pairs:  # no sharp references: blurry photos only, scored without a reference (NIQE)
+        pairs = [(str(relative), file, None) for file, relative in input_files(args.data)]
+    pairs = pairs[: args.limit or None]
     if not pairs:
-        print(f"no blur/sharp pairs found under {args.data}", file=sys.stderr)
+        print(f"no blur/sharp pairs nor images found under {args.data}", file=sys.stderr)
         return 1
     lpips_ok, lpips_message = metrics.lpips_available()
     if not lpips_ok:
         print(f"note: {lpips_message}", file=sys.stderr)
     rows = []
     for label, blurry_path, sharp_path in pairs:
-        blurry, sharp = read_image(blurry_path), read_image(sharp_path)
+        blurry = read_image(blurry_path)
+        sharp = read_image(sharp_path) if sharp_path is not None else None
         candidates = [("input", blurry, 0.0)]
         for name in args.models:
             result = restore(blurry, name, tile=args.tile)
             candidates.append((name, result.image.astype(np.float32) / 255.0, result.seconds))
         for name, output, seconds in candidates:
-            row = {"model": name, "image": label, "psnr": metrics.psnr(output, sharp), "ssim": metrics.ssim(output, sharp),
-                   "lpips": metrics.lpips_score(output, sharp) if lpips_ok else math.nan,
+            referenced = sharp is not None
+            row = {"model": name, "image": label,
+                   "psnr": metrics.psnr(output, sharp) if referenced else math.nan,
+                   "ssim": metrics.ssim(output, sharp) if referenced else math.nan,
+                   "lpips": metrics.lpips_score(output, sharp) if lpips_ok and referenced else math.nan,
                    "niqe": niqe_or_nan(output), "seconds": seconds}
             rows.append(row)
             print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
@@ -193,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=deblur)
     score = commands.add_parser("evaluate", help="PSNR, SSIM, LPIPS, NIQE and time on blur/sharp pairs")
     score.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
-    score.add_argument("--data", required=True, type=Path, help="GoPro layout (<seq>/blur, <seq>/sharp) or blur/+sharp/")
+    score.add_argument("--data", required=True, type=Path,
+                       help="GoPro layout (<seq>/blur, <seq>/sharp), blur/+sharp/, or photos alone (NIQE only)")
     score.add_argument("--output", type=Path, help="folder for evaluation.csv and evaluation.json")
     score.add_argument("--tile", type=int, help="tile side (default: from a memory budget)")
     score.add_argument("--limit", type=int, help="only the first N pairs")

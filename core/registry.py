@@ -8,6 +8,7 @@ Adding a sixth paper is one new file in ``core/models/`` plus one import line in
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,10 +82,40 @@ def create_model(name: str, pretrained: bool = False, **overrides):
     that names the file.
     """
     card = get_card(name)
-    model = _FACTORIES[name](**{**card.config, **overrides})
+    if pretrained:
+        # A checkpoint trained in a reduced configuration carries its constructor keywords in its metadata.
+        overrides = {**checkpoint_architecture(checkpoint_path(name)), **overrides}
+    config = {key: tuple(value) if isinstance(value, list) else value for key, value in {**card.config, **overrides}.items()}
+    model = _FACTORIES[name](**config)
     if pretrained:
         load_weights(model, checkpoint_path(name))
     return model.eval()
+
+
+def checkpoint_architecture(path: Path) -> dict:
+    """The constructor keywords stored in a checkpoint's metadata (``{}`` for the registered configuration)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        architecture = json.loads(metadata.get("architecture") or "{}")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"checkpoint file {path} is damaged or not a safetensors file: {error}") from error
+    if not isinstance(architecture, dict):
+        raise ValueError(f"checkpoint file {path} has malformed architecture metadata: {architecture!r}")
+    return architecture
+
+
+def shipped_card(name: str) -> dict | None:
+    """The JSON model card shipped beside a checkpoint (``checkpoints/<name>.json``), or None when there is none."""
+    path = checkpoint_path(name).with_suffix(".json")
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
 
 
 def load_weights(model, path: Path) -> None:

@@ -101,3 +101,23 @@ def test_deblur_with_adaptation_steps(tmp_path):
     assert main(["deblur", "--model", "reblur-n1", "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "o"),
                  "--tta-steps", "2"]) == 0
     assert (tmp_path / "o" / "p.png").is_file()
+
+
+def test_evaluate_scores_photos_without_a_reference_by_niqe_only(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from core.metrics import niqe
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(photo).save(tmp_path / "photos" / "a.png")
+    assert main(["evaluate", "--model", "lmfn", "--data", str(tmp_path / "photos"), "--output", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    first = result["images"][0]
+    assert first["model"] == "input" and first["psnr"] is None and first["ssim"] is None
+    assert abs(first["niqe"] - niqe(photo / 255.0)) < 1e-9
+    assert result["summary"][1]["model"] == "lmfn" and result["summary"][1]["niqe"] is not None

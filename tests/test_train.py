@@ -151,3 +151,42 @@ def test_cli_refuses_bad_arguments_with_exit_code_2(tmp_path):
         result = subprocess.run([sys.executable, "-m", "train", *arguments], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 2, result.stderr
         assert "error" in result.stderr
+
+
+def test_every_cpu_schedule_loads_and_names_its_model():
+    for path in sorted((CONFIG_DIR / "cpu").glob("*.toml")):
+        config = load_config(path.stem, path)
+        assert config["recipe"] in RECIPES
+        create_model(path.stem, **config["architecture"])  # the reduced architecture builds
+
+
+def test_reduced_architecture_travels_with_the_weights(photos, teacher_path, tmp_path, monkeypatch):
+    import core.registry as registry
+    from train.ship import ship
+
+    reduced = {"deblur_widths": [8, 16, 24], "deblur_resblocks": 1, "reblur_channels": 8}
+    config = merge(tiny_config("reblur-n1", teacher_path), {"architecture": reduced})
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "run", config=config, context=CPU,
+          max_steps=2, progress=False, val=None)
+    card = ship(tmp_path / "run", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
+    assert "deblur_widths (8, 16, 24) (registered" in card["headline"]
+    monkeypatch.setattr(registry, "CHECKPOINT_DIR", tmp_path / "ckpt")
+    model = registry.create_model("reblur-n1", pretrained=True)  # builds the reduced network from the metadata
+    expected = create_model("reblur-n1", deblur_widths=(8, 16, 24), deblur_resblocks=1, reblur_channels=8)
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"] == sum(p.numel() for p in expected.parameters())
+    assert card["parameters"] < sum(p.numel() for p in create_model("reblur-n1").parameters()) / 10
+
+
+def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):
+    from train.trainer import initialise_from
+
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "n1", config=tiny_config("reblur-n1", teacher_path),
+          context=CPU, max_steps=1, progress=False)
+    n1 = load_file(str(tmp_path / "n1" / "last.safetensors"))
+    n2 = create_model("reblur-n2")
+    copied = initialise_from(n2, tmp_path / "n1" / "last.safetensors")
+    assert all(key.startswith(("deblur.", "reblur.")) for key in copied)
+    assert all(torch.equal(n2.state_dict()[key], n1[key]) for key in copied)
+    assert all(key in copied for key in n1 if key.startswith("deblur."))  # all of M_D
+    with pytest.raises(ValueError, match="matches"):
+        initialise_from(create_model("lmfn"), tmp_path / "n1" / "last.safetensors")

@@ -2,6 +2,7 @@
 
     python -m train --model NAME --data PATH [PATH ...] --out DIR [--config FILE] [--max-steps N] [--resume]
     python -m train teacher --data PATH [PATH ...] --out FILE [--steps N]
+    python -m train ship --run DIR --model NAME          (weights + model card into checkpoints/)
     torchrun --nproc-per-node 2 -m train --model NAME ...      (data parallel, gloo on CPU / NCCL on CUDA)
 """
 
@@ -80,6 +81,26 @@ def teacher_command(argv: list[str]) -> int:
     return 0
 
 
+def ship_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train ship",
+                                     description="Copy a run's weights into checkpoints/ with a model card.")
+    parser.add_argument("--run", required=True, type=Path, help="a folder written by python -m train")
+    parser.add_argument("--model", required=True, help="the registered model the run trained")
+    parser.add_argument("--weights", default="best.safetensors", help="file in the run folder (default: best)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_VAL if DEFAULT_VAL.is_dir() else None,
+                        help="pairs on which the float16 cost is measured (default: ../shared/data/gopro_dev)")
+    args = parser.parse_args(argv)
+    for needed in (args.run / args.weights, args.run / "card.json"):
+        if not needed.is_file():
+            parser.error(f"{needed} does not exist")
+
+    from train.ship import ship
+
+    card = ship(args.run, args.model, weights=args.weights, data=args.data)
+    print(f"wrote checkpoints/{args.model}.safetensors ({card['precision']}) and {args.model}.json: {card['headline']}")
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
@@ -90,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["teacher"]:
         return teacher_command(argv[1:])
+    if argv[:1] == ["ship"]:
+        return ship_command(argv[1:])
     return train_command(argv)
 
 

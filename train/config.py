@@ -9,6 +9,7 @@ from pathlib import Path
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS = {
+    "architecture": {},  # constructor keywords over the registered variant's (a reduced configuration)
     "data": {"crop": 256, "batch_size": 16, "weights": [], "workers": 2, "length": 100_000},
     "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},
     "schedule": {"kind": "constant", "steps": 100_000},
@@ -22,6 +23,7 @@ DEFAULTS = {
         "amp": True,  # bfloat16 autocast on CUDA only
         "channels_last": True,
         "fp16_export": False,
+        "init": None,  # a .safetensors file to start from (tensors matching by name and shape)
     },
 }
 

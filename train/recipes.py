@@ -273,11 +273,16 @@ class StructuresGuided(Recipe):
         self.critic = PatchGAN().to(context.device)
         self.modules["critic"] = self.critic
         self.content, content_description = self.perceptual(weights["content_network"], weights["content_layer"])
+        # A reduced schedule may leave the adversarial term out (adversarial = 0 or critic_steps = 0): the critic
+        # is then neither trained nor evaluated, and the card says so.
+        self.adversarial = weights["adversarial"] > 0 and weights["critic_steps"] > 0
         self.losses_used = [
             f"{weights['content']} x {content_description}",
             f"{weights['gradient']} x gradient loss (L1 of horizontal and vertical differences)",
             f"{weights['adversarial']} x WGAN-GP with a PatchGAN critic (gradient penalty {weights['gp_weight']}, "
-            f"{weights['critic_steps']} critic steps per generator step)",
+            f"{weights['critic_steps']} critic steps per generator step)"
+            if self.adversarial
+            else "no adversarial term (WGAN-GP left out of this schedule: the critic was not trained)",
         ]
         self.add_optimizer("generator", model.parameters())
         self.add_optimizer("critic", self.critic.parameters())
@@ -286,13 +291,15 @@ class StructuresGuided(Recipe):
         blurry, sharp = batch["blur"], batch["sharp"]
         with self.autocast():
             fake = self.model.forward_train(blurry)["output"].float()
-        for _ in range(self.weights["critic_steps"]):
+        critic = adversarial = torch.zeros((), device=fake.device)
+        for _ in range(self.weights["critic_steps"] if self.adversarial else 0):
             critic = losses.critic_loss(self.critic, sharp, fake.detach(), gp_weight=self.weights["gp_weight"])
             self.update("critic", critic)
         with self.autocast():
             content = self.content(fake, sharp)
             gradient = losses.gradient_loss(fake, sharp)
-            adversarial = losses.generator_adversarial_loss(self.critic, fake)
+            if self.adversarial:
+                adversarial = losses.generator_adversarial_loss(self.critic, fake)
             loss = (
                 self.weights["content"] * content
                 + self.weights["gradient"] * gradient

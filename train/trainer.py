@@ -85,13 +85,17 @@ def validate(model, pairs: Dataset, context: Context) -> dict[str, float]:
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
-def export_weights(model, path: Path, *, fp16: bool) -> None:
-    """Weights only (safetensors: no pickled objects), optionally in float16."""
+def export_weights(model, path: Path, *, fp16: bool, architecture: dict | None = None) -> None:
+    """Weights only (safetensors: no pickled objects), optionally in float16.
+
+    ``architecture`` (constructor keywords that differ from the registered variant, e.g. a reduced width)
+    is written into the file's metadata, where ``create_model(..., pretrained=True)`` reads it back.
+    """
     state = {
         key: (value.half() if fp16 and value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in model.state_dict().items()
     }
-    save_file(state, str(path), metadata={"format": "pt"})
+    save_file(state, str(path), metadata={"format": "pt", "architecture": json.dumps(architecture or {})})
 
 
 def plot_curves(log_path: Path, out_path: Path) -> None:
@@ -139,9 +143,12 @@ def train(
     batch_size = config["data"]["batch_size"]
 
     torch.manual_seed(seed)
-    model = create_model(model_name).train().to(context.device)
+    architecture = config.get("architecture", {})
+    model = create_model(model_name, **architecture).train().to(context.device)
     if settings["channels_last"]:
         to_channels_last(model)
+    if settings.get("init") and not resume:
+        initialise_from(model, Path(settings["init"]))
     broadcast_parameters(model, context)
     recipe = RECIPES[config["recipe"]](model, config, context)
     for module in recipe.modules.values():
@@ -207,7 +214,7 @@ def train(
                     log.write(json.dumps({"kind": "val", "step": done, **last_validation}) + "\n")
                 if best is None or last_validation["psnr"] > best["psnr"]:
                     best = {"step": done, **last_validation}
-                    export_weights(model, out / "best.safetensors", fp16=settings["fp16_export"])
+                    export_weights(model, out / "best.safetensors", fp16=settings["fp16_export"], architecture=architecture)
             barrier(context)
         if context.main and (done % settings["save_every"] == 0 or done == total):
             save_state(state_path, model, recipe, done, best, time.perf_counter() - began)
@@ -216,7 +223,7 @@ def train(
 
     card = {}
     if context.main:
-        export_weights(model, out / "last.safetensors", fp16=settings["fp16_export"])
+        export_weights(model, out / "last.safetensors", fp16=settings["fp16_export"], architecture=architecture)
         if log_path.stat().st_size:
             plot_curves(log_path, out / "curves.png")
         card = model_card(
@@ -226,6 +233,23 @@ def train(
         (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     barrier(context)
     return card
+
+
+def initialise_from(model, path: Path) -> list[str]:
+    """Start from another run's exported weights (``[train] init``): every tensor whose name and shape match
+    is copied (e.g. Reblur-n2's M_D from a Reblur-n1 run); the rest keep their fresh initialisation.
+    Returns the names copied; refuses a file that matches nothing."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"[train] init: no weights file {path}")
+    source = load_file(str(path))
+    own = model.state_dict()
+    copied = [key for key, value in source.items() if key in own and own[key].shape == value.shape]
+    if not copied:
+        raise ValueError(f"[train] init: no tensor of {path} matches the model")
+    model.load_state_dict({key: source[key].to(own[key].dtype) for key in copied}, strict=False)
+    return copied
 
 
 def to_channels_last(model) -> None:

@@ -1,0 +1,118 @@
+"""The shipped checkpoints' scores: runs ``python -m core evaluate`` on gopro_dev and on the Köhler photos, writes
+the scores into each model card (``checkpoints/<model>.json``) and the results table into the README.
+
+    python benchmarks/results.py [--data ../shared/data] [--models all] [--skip-eval]
+
+The raw per-image results stay in ``benchmarks/results/{gopro_dev,kohler}/evaluation.{csv,json}``; ``--skip-eval``
+rebuilds the cards and the table from them without running the models again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.registry import checkpoint_path, list_models, shipped_card  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+SETS = {"gopro_dev": "gopro_dev", "kohler": "real_blurry/kohler"}
+
+
+def run_evaluations(data: Path, models: str) -> None:
+    for key, folder in SETS.items():
+        command = [sys.executable, "-m", "core", "evaluate", "--model", models, "--data", str(data / folder),
+                   "--output", str(RESULTS / key)]
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, cwd=ROOT, check=True)
+
+
+def summaries() -> dict[str, dict[str, dict]]:
+    """{set: {model: summary row}} from the evaluation JSON files."""
+    found = {}
+    for key in SETS:
+        report = json.loads((RESULTS / key / "evaluation.json").read_text())
+        found[key] = {row["model"]: row for row in report["summary"]}
+    return found
+
+
+def update_cards(scores: dict[str, dict[str, dict]]) -> None:
+    gopro, kohler = scores["gopro_dev"], scores["kohler"]
+    for name in list_models():
+        card = shipped_card(name)
+        if card is None or name not in gopro:
+            continue
+        card["scores"] = {
+            "gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
+                          "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
+                          "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]},
+            "kohler": {"niqe": kohler[name]["niqe"], "input_niqe": kohler["input"]["niqe"],
+                       "images": kohler[name]["images"]},
+            "command": "python benchmarks/results.py",
+        }
+        checkpoint_path(name).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def number(value, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(scores: dict[str, dict[str, dict]]) -> str:
+    gopro, kohler = scores["gopro_dev"], scores["kohler"]
+    lines = [
+        "| model | weights | gopro_dev PSNR (dB) | gain | SSIM | Köhler NIQE (lower is better) | s / 1280x720 image |",
+        "|---|---|---|---|---|---|---|",
+        f"| blurry input | - | {number(gopro['input']['psnr'], 2)} | - | {number(gopro['input']['ssim'], 4)} | "
+        f"{number(kohler['input']['niqe'], 2)} | - |",
+    ]
+    for name in list_models():
+        if name not in gopro:
+            continue
+        card = shipped_card(name)
+        weights = card["headline"] if card else "untrained (random weights)"
+        gain = None if gopro[name]["psnr"] is None else gopro[name]["psnr"] - gopro["input"]["psnr"]
+        lines.append(
+            f"| {name} | {weights} | {number(gopro[name]['psnr'], 2)} | {'n/a' if gain is None else f'{gain:+.2f}'} | "
+            f"{number(gopro[name]['ssim'], 4)} | {number(kohler[name]['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
+        )
+    images = gopro["input"]["images"], kohler["input"]["images"]
+    lines.append("")
+    lines.append(f"{images[0]} gopro_dev pairs (full 1280x720 frames) and {images[1]} Köhler photos; "
+                 "written by `python benchmarks/results.py` from `python -m core evaluate`.")
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"README.md has no {START} ... {END} block to fill")
+    before, rest = content.split(START, 1)
+    _, after = rest.split(END, 1)
+    readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--models", default="all")
+    parser.add_argument("--skip-eval", action="store_true", help="reuse benchmarks/results/*/evaluation.json")
+    args = parser.parse_args()
+    if not args.skip_eval:
+        run_evaluations(args.data, args.models)
+    scores = summaries()
+    update_cards(scores)
+    text = table(scores)
+    update_readme(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Ship a training run: weights into ``checkpoints/<model>.safetensors`` and a model card beside them.
+
+    python -m train ship --run runs/lmfn --model lmfn [--weights best.safetensors] [--data ../shared/data/gopro_dev]
+
+The weights are stored in float16 only where that costs less than ``FP16_TOLERANCE_DB`` of PSNR on the
+validation pairs (centre crops, measured here, written in the card), else in float32. The card gathers what
+``python -m train`` recorded (configuration, data, steps, wall time, hardware, losses actually used, teacher),
+a one-line ``headline`` that names every departure from the registered model and the paper's schedule, and the
+file's SHA-256. Scores on ``gopro_dev`` and the Köhler photos are added by ``benchmarks/results.py``, which
+runs ``python -m core evaluate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from core import metrics
+from core.registry import CHECKPOINT_DIR, checkpoint_architecture, create_model, get_card, load_weights
+from train.data import ValidationPairs
+
+FP16_TOLERANCE_DB = 0.05
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def mean_psnr(model, pairs: ValidationPairs) -> float:
+    scores = []
+    for index in range(len(pairs)):
+        pair = pairs[index]
+        output = model(pair["blur"].unsqueeze(0)).float()[0].permute(1, 2, 0).numpy()
+        scores.append(metrics.psnr(output, pair["sharp"].permute(1, 2, 0).numpy()))
+    return float(np.mean(scores))
+
+
+def headline(name: str, run_card: dict, architecture: dict) -> str:
+    """One line naming the architecture (and how it departs from the registered variant) and the schedule."""
+    def plain(value):
+        return tuple(value) if isinstance(value, list) else value
+
+    registered = {key: plain(value) for key, value in get_card(name).config.items()}
+    changes = [f"{key} {plain(value)} (registered {registered.get(key, 'default')})"
+               for key, value in architecture.items() if registered.get(key) != plain(value)]
+    config = run_card["config"]
+    shape = "registered architecture" if not changes else "reduced architecture: " + ", ".join(changes)
+    device = "GPU" if "cuda" in run_card["hardware"].lower() or "nvidia" in run_card["hardware"].lower() else "CPU"
+    return (
+        f"{name}, {shape}; {device} schedule: {run_card['steps']:,} steps x {config['data']['batch_size']} crops of "
+        f"{config['data']['crop']} px ({run_card['samples']:,} samples), {run_card['wall_seconds'] / 60:.0f} min on "
+        f"{run_card['hardware']}"
+    )
+
+
+def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
+         crop: int = 256, out_dir: Path = CHECKPOINT_DIR) -> dict:
+    run = Path(run)
+    source = run / weights
+    run_card = json.loads((run / "card.json").read_text())
+    if run_card["model"] != name:
+        raise ValueError(f"{run} trained {run_card['model']!r}, not {name!r}")
+    architecture = checkpoint_architecture(source)
+    model = create_model(name, **architecture)
+    load_weights(model, source)
+    model.eval()
+
+    precision = {"dtype": "float32"}
+    if data is not None:
+        pairs = ValidationPairs(data, max_side=crop)
+        full = mean_psnr(model, pairs)
+        half = create_model(name, **architecture)
+        half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        rounded = mean_psnr(half.eval(), pairs)
+        cost = full - rounded
+        precision = {
+            "dtype": "float16" if abs(cost) < FP16_TOLERANCE_DB else "float32",
+            "fp16_psnr_cost_db": round(cost, 4),
+            "measured_on": f"{len(pairs)} centre crops of at most {crop} px from {data}",
+        }
+    state = {
+        key: (value.half() if precision["dtype"] == "float16" and value.is_floating_point() else value).contiguous()
+        for key, value in load_file(str(source)).items()
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.safetensors"
+    temporary = target.with_suffix(".tmp")
+    save_file(state, str(temporary), metadata={"format": "pt", "architecture": json.dumps(architecture)})
+    temporary.replace(target)
+
+    card = {
+        "model": name,
+        "headline": headline(name, run_card, architecture),
+        "trained": True,
+        "paper": run_card["paper"],
+        "architecture_overrides": architecture,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_file": target.name,
+        "weights_from": f"{run.name}/{weights}",
+        "sha256": sha256(target),
+        "bytes": target.stat().st_size,
+        "precision": precision,
+        **{key: run_card[key] for key in ("data", "validation", "steps", "samples", "wall_seconds", "hardware",
+                                           "losses_used", "teacher", "validation_best", "validation_last", "torch",
+                                           "config")},
+        "scores": {},  # filled by benchmarks/results.py from `python -m core evaluate`
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
