@@ -83,6 +83,7 @@ def create_model(name: str, pretrained: bool = False, **overrides):
     """
     card = get_card(name)
     if pretrained:
+        verify_checkpoint(checkpoint_path(name))
         # A checkpoint trained in a reduced configuration carries its constructor keywords in its metadata.
         overrides = {**checkpoint_architecture(checkpoint_path(name)), **overrides}
     config = {key: tuple(value) if isinstance(value, list) else value for key, value in {**card.config, **overrides}.items()}
@@ -90,6 +91,62 @@ def create_model(name: str, pretrained: bool = False, **overrides):
     if pretrained:
         load_weights(model, checkpoint_path(name))
     return model.eval()
+
+
+MANIFEST = "SHA256SUMS"  # ``sha256sum`` format, beside the checkpoints: "<hex digest>  <file name>" per line
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, str] | None:
+    """{file name: SHA-256} from ``folder/SHA256SUMS``, or None when the folder has no manifest."""
+    manifest = Path(folder) / MANIFEST
+    if not manifest.is_file():
+        return None
+    entries = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            entries[name.strip().lstrip("*")] = digest.lower()
+    return entries
+
+
+def write_manifest_entry(path: Path) -> None:
+    """Add or replace ``path``'s line in the manifest of its folder."""
+    path = Path(path)
+    entries = read_manifest(path.parent) or {}
+    entries[path.name] = file_sha256(path)
+    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+    (path.parent / MANIFEST).write_text(lines)
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that its folder's SHA-256 manifest does not vouch for (tampered, swapped or foreign).
+
+    A folder without a manifest (a person's own runs, ``DEBLUR_CHECKPOINTS``) is trusted as it is: the file is
+    still read without pickle.
+    """
+    path = Path(path)
+    entries = read_manifest(path.parent)
+    if entries is None:
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.name not in entries:
+        raise ValueError(f"checkpoint file {path} is not listed in {path.parent / MANIFEST}: refused")
+    if file_sha256(path) != entries[path.name]:
+        raise ValueError(
+            f"checkpoint file {path} does not match its SHA-256 in {path.parent / MANIFEST} "
+            "(modified or swapped): refused"
+        )
 
 
 def checkpoint_architecture(path: Path) -> dict:

@@ -12,7 +12,6 @@ runs ``python -m core evaluate``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,18 +20,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core import metrics
-from core.registry import CHECKPOINT_DIR, checkpoint_architecture, create_model, get_card, load_weights
+from core.registry import (
+    CHECKPOINT_DIR,
+    checkpoint_architecture,
+    create_model,
+    file_sha256,
+    get_card,
+    load_weights,
+    write_manifest_entry,
+)
 from train.data import ValidationPairs
 
 FP16_TOLERANCE_DB = 0.05
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = file_sha256
 
 
 @torch.no_grad()
@@ -97,6 +99,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
     temporary = target.with_suffix(".tmp")
     save_file(state, str(temporary), metadata={"format": "pt", "architecture": json.dumps(architecture)})
     temporary.replace(target)
+    write_manifest_entry(target)
 
     card = {
         "model": name,
