@@ -67,13 +67,21 @@ def teacher_command(argv: list[str]) -> int:
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args(argv)
 
+    import numpy as np
+
     from train.data import build_dataset
     from train.teacher import save_teacher, train_rotation_teacher
 
     dataset = build_dataset(args.data, crop=args.crop, seed=args.seed, length=100_000)
     held_out = build_dataset(args.data, crop=args.crop, seed=args.seed + 1, length=256)
+    def progress(step: int, history: dict) -> None:
+        if step % 50 == 0 or step == args.steps:
+            recent = slice(-50, None)
+            print(f"step {step}: loss {np.mean(history['loss'][recent]):.3f}, "
+                  f"batch accuracy {np.mean(history['accuracy'][recent]):.3f}", flush=True)
+
     teacher, history = train_rotation_teacher(dataset, args.steps, args.batch_size, args.lr, args.seed, args.device,
-                                              held_out=held_out)
+                                              held_out=held_out, progress=progress)
     card = {"data": [str(p) for p in args.data], "steps": args.steps,
             "held_out_accuracy": history["held_out_accuracy"], "batch_size": args.batch_size, "crop": args.crop}
     save_teacher(teacher, args.out, card)

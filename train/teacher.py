@@ -24,6 +24,7 @@ A checkpoint trained with either must say which in its model card: ``Teacher.des
 from __future__ import annotations
 
 import json
+from typing import Callable
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from train import losses
 from train.data import MixedDataset
 
 ROTATIONS = 4  # 0, 90, 180, 270 degrees
+HEAD_GRID = 4
 CARD_REQUIRED = ("data", "steps", "held_out_accuracy")
 VGG16_TEACHER_LAYERS = ("relu1_2", "relu2_2", "relu3_3")
 
@@ -148,7 +150,7 @@ class RotationTeacher(Teacher):
 
     Trunk level i: 3x3 conv (stride 2 for levels 2 and 3) + ReLU, 3x3 conv + ReLU, no normalisation; the
     level outputs are the teacher features, ``channels`` wide at strides 1 / 2 / 4 (pass the student's
-    ``prior_channels``). Head: global average pool, linear to 4 logits (0, 90, 180, 270 degrees
+    ``prior_channels``). Head: average pool to a 4 x 4 grid, linear to 4 logits (0, 90, 180, 270 degrees
     counter-clockwise, ``torch.rot90`` with k = 0..3). Inputs in [0, 1], mapped to [-1, 1] inside.
     """
 
@@ -167,7 +169,15 @@ class RotationTeacher(Teacher):
             )
             for i in range(len(self.channels))
         )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.channels[-1], ROTATIONS))
+        # A 4 x 4 pooled grid, not a global average: which way is up lives in where things are (sky above,
+        # ground below), which a global average throws away (with it, 800 steps stayed at chance, 25 %).
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(HEAD_GRID), nn.Flatten(), nn.Linear(self.channels[-1] * HEAD_GRID**2, ROTATIONS)
+        )
+        for module in self.modules():  # He initialisation: with PyTorch's default the signal fades layer by layer
+            if isinstance(module, nn.Conv2d):  # (level-3 features at 1 % of the input's scale) and nothing learns
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
         self.description = "rotation-prediction CNN (Gidaris et al., ICLR 2018), untrained"
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -235,6 +245,7 @@ def train_rotation_teacher(
     channels: Sequence[int] = (32, 64, 128),
     held_out: Dataset | None = None,
     held_out_fraction: float = 0.1,
+    progress: Callable[[int, dict], None] | None = None,
 ) -> tuple[RotationTeacher, dict]:
     """Train a ``RotationTeacher`` on the "sharp" images of ``dataset`` (label-free) with Adam and
     cross-entropy: each step draws ``batch_size`` items (with replacement), cuts them to squares, turns each by
@@ -282,6 +293,8 @@ def train_rotation_teacher(
         optimizer.step()
         history["loss"].append(loss.item())
         history["accuracy"].append(float((logits.argmax(dim=1) == rotations).float().mean()))
+        if progress is not None:
+            progress(step + 1, history)
 
     if hasattr(held_out, "set_epoch"):
         held_out.set_epoch(0)
