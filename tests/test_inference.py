@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,9 @@ from core.inference import (
     auto_tile,
     bytes_per_pixel,
     load_model,
+    overview,
     restore,
+    set_cpu_threads,
     tile_apply,
     tile_starts,
     to_float_rgb,
@@ -16,6 +20,22 @@ from core.inference import (
     to_uint8,
 )
 from core.metrics import psnr
+from core.registry import list_models
+from core.statistics import Statistics, record, replay, statistic_modules
+
+# Networks whose output depends on where their own input is cut into patches cannot be tiled to agree with the
+# whole run, whatever statistics the tiles share.
+MULTI_PATCH = {
+    "fcn": "FCN runs its first stages on 8, 4 and 2 patches of its input, zero-padded at the patch borders, so its "
+    "output depends on where its input is cut: a tile's patch borders are not the image's (about 30 dB at 320x256 "
+    "with or without shared statistics: python benchmarks/tiling_agreement.py)",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads_set_by_restore():
+    """restore() sets the thread count once per process: let it happen before a test narrows it to one."""
+    set_cpu_threads()
 
 
 def photo(height, width, seed=0):
@@ -57,10 +77,127 @@ def test_tiling_a_local_network_matches_the_whole_run_exactly_with_enough_overla
     assert (tiled - whole)[..., 8:-8, 8:-8].abs().max() < 1e-5
 
 
-def test_tiled_and_untiled_reblur_agree_above_45_db():
-    image = photo(160, 224)
-    whole = restore(image, "reblur-n1", tile=0)
-    tiled = restore(image, "reblur-n1", tile=96, overlap=24)
+class PooledNormalised(nn.Module):
+    """conv, instance norm, ReLU, squeeze-and-excitation, conv, group norm: local except for its statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.InstanceNorm2d(8, affine=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.excite = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Sigmoid())
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+        self.group_norm = nn.GroupNorm(1, 3)
+
+    def forward(self, x):
+        features = torch.relu(self.norm(self.head(x)))
+        return self.group_norm(self.tail(features * self.excite(self.pool(features))))
+
+
+def pooled_normalised() -> PooledNormalised:
+    torch.manual_seed(0)
+    network = PooledNormalised().eval()
+    with torch.no_grad():  # affine weights away from their identity defaults, so a wrong one shows
+        for norm in (network.norm, network.group_norm):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    return network
+
+
+def test_shared_statistics_make_a_pooled_and_normalised_network_tile_exactly(one_thread):
+    network = pooled_normalised()
+    assert statistic_modules(network) == [network.norm, network.pool, network.group_norm]
+    x = torch.rand(2, 3, 90, 120) * torch.tensor([1.0, 0.3]).view(2, 1, 1, 1)  # two images, different statistics
+    x[:, :, :, 60:] += 0.5  # the halves differ, so each tile's own statistics are wrong
+    with torch.no_grad():
+        whole = network(x)
+        own = tile_apply(network, x, tile=40, overlap=15)
+        statistics = record(network, x)
+        with replay(network, statistics):
+            shared = tile_apply(network, x, tile=40, overlap=15)
+    assert (own - whole)[..., 8:-8, 8:-8].abs().max() > 1e-2
+    assert (shared - whole)[..., 8:-8, 8:-8].abs().max() < 1e-5
+    assert not network._forward_hooks and not any(module._forward_hooks for module in network.modules())
+
+
+def test_a_batch_of_tiles_uses_each_images_statistics():
+    network = pooled_normalised()
+    x = torch.rand(2, 3, 64, 64)
+    x[1] = x[1] * 0.2 + 0.7
+    with torch.no_grad():
+        statistics = record(network, x)
+        with replay(network, statistics):
+            left, right = network(x[..., :40]), network(x[..., 24:])
+            batched = network(torch.cat([x[..., :40], x[..., 24:]]))  # tile-major: tile 0 of both, then tile 1
+            with pytest.raises(ValueError, match="whole number of tiles"):
+                network(x[:1, :, :, :40])
+    torch.testing.assert_close(batched, torch.cat([left, right]))
+
+
+def test_replay_refuses_statistics_from_a_different_sequence_of_calls():
+    network = pooled_normalised()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        statistics = record(network, x)
+        with replay(network, Statistics(1, statistics.values[:-1])), pytest.raises(RuntimeError, match="more often"):
+            network(x)
+        with replay(network, Statistics(1, statistics.values + statistics.values)), pytest.raises(RuntimeError):
+            network(x)
+
+
+def test_replay_hooks_leave_other_threads_alone():
+    network = pooled_normalised()
+    x, other = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    outputs = {}
+    with torch.no_grad():
+        expected = network(other)
+        with replay(network, record(network, x)):
+            thread = threading.Thread(target=lambda: outputs.update(other=network(other)))
+            thread.start()
+            thread.join()
+    torch.testing.assert_close(outputs["other"], expected, rtol=0, atol=0)
+
+
+def test_the_record_pass_runs_on_the_largest_downscaled_copy_that_fits():
+    x = torch.rand(1, 3, 300, 400)
+    per_pixel = bytes_per_pixel("gradientnet")
+    assert overview(x, "gradientnet", budget_bytes=int(per_pixel * 300 * 400)) is x
+    small = overview(x, "gradientnet", budget_bytes=int(per_pixel * 150 * 200))
+    height, width = small.shape[-2:]
+    assert height * width * per_pixel <= per_pixel * 150 * 200 and (height, width) in ((149, 199), (150, 200))
+    assert 0 <= small.min() and small.max() <= 1
+
+
+def test_only_tiled_runs_set_hooks_and_none_are_left_behind(one_thread):
+    image = photo(48, 64)
+    model, _ = load_model("gradientnet")
+    pool = next(module for module in statistic_modules(model) if isinstance(module, nn.AdaptiveAvgPool2d))
+    hooks_seen = []
+    probe = pool.register_forward_pre_hook(lambda module, inputs: hooks_seen.append(len(module._forward_hooks)))
+    try:
+        whole = restore(image, "gradientnet", tile=0)
+        with torch.inference_mode():
+            expected = to_uint8(model(to_tensor(image)))
+        assert set(hooks_seen) == {0} and np.array_equal(whole.image, expected)  # the untiled path, untouched
+        hooks_seen.clear()
+        restore(image, "gradientnet", tile=32)
+        assert set(hooks_seen) == {1}  # record pass and tiles
+    finally:
+        probe.remove()
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.skip(reason=MULTI_PATCH[name])) if name in MULTI_PATCH else name
+        for name in list_models()
+    ],
+)
+def test_tiled_and_untiled_outputs_agree_above_45_db(name, one_thread):
+    image = photo(160, 192)
+    whole = restore(image, name, tile=0)
+    tiled = restore(image, name, tile=96, overlap=32)  # sharing the whole image's statistics, if it has any
     assert tiled.tile == (96, 96) and whole.tile is None
     assert psnr(tiled.image / 255.0, whole.image / 255.0) > 45.0
 
@@ -74,7 +211,8 @@ def test_restore_keeps_size_reports_time_and_returns_maps_when_asked():
 
 
 def test_weights_load_once_per_process():
-    assert load_model("lmfn")[0] is load_model("lmfn")[0]
+    assert load_model("lmfn")[0] is load_model("lmfn")[0] is load_model("lmfn", "cpu")[0]
+    assert load_model("lmfn", torch.device("cpu"))[0] is load_model("lmfn")[0]
 
 
 def test_tile_size_follows_the_memory_budget():
