@@ -1,28 +1,235 @@
-import numpy as np
+"""The app's handlers called directly (no server): what they show, and what a person is told when an input is bad."""
+
+import csv
+import json
+import zipfile
+
 import gradio as gr
+import numpy as np
 import pytest
+from PIL import Image
 
 import app
-from core.registry import checkpoint_path, list_models
+import core.metrics
+import core.registry
+
+FAST = ["lmfn", "reblur-n1"]  # the two quickest models on a CPU
 
 
-def test_demo_builds_without_launching_and_shows_lossless_images():
+def write(path, array):
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A small blurry photo (64 x 96) and its sharp reference, as PNG files named as a person would name them."""
+    rng = np.random.default_rng(0)
+    sharp = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    blurry = ((sharp[:, :-2].astype(int) + sharp[:, 1:-1] + sharp[:, 2:]) // 3).astype(np.uint8)
+    blurry = np.concatenate([blurry, sharp[:, -2:]], axis=1)
+    return write(tmp_path / "street.png", blurry), write(tmp_path / "street-sharp.png", sharp)
+
+
+def frames(generator, groups=None):
+    """Every update of a compare run, as dicts named by output."""
+    names = app.compare_outputs(groups or app.paper_groups())
+    return [dict(zip(names, update)) for update in generator]
+
+
+def records(table):
+    """The rows of a table value as dicts keyed by its headers."""
+    return [dict(zip(table["headers"], row)) for row in table["data"]]
+
+
+def changed(update, name):
+    return not (isinstance(update[name], dict) and update[name].get("__type__") == "update")
+
+
+def test_demo_builds_without_launching_running_a_model_or_trying_lpips(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("build_demo() must not build or run a model, nor try to load LPIPS")
+
+    for name in ("load_model", "restore", "create_model"):
+        monkeypatch.setattr(app, name, forbidden, raising=False)
+    monkeypatch.setattr(core.metrics, "_LPIPS", core.metrics._LoadOnce(forbidden))
     demo = app.build_demo()
     assert isinstance(demo, gr.Blocks)
-    images = [block for block in demo.blocks.values() if isinstance(block, gr.Image)]
-    assert images and all(image.format == "png" for image in images)
+    assert not demo.is_running
 
 
-def test_run_restores_same_size_uint8_and_says_when_weights_are_untrained():
-    photo = np.random.default_rng(0).integers(0, 256, size=(40, 52, 3), dtype=np.uint8)
-    name = list_models()[0]
-    output, status = app.run(photo, name)
-    assert output.shape == photo.shape and output.dtype == np.uint8
-    assert status.startswith(name)
-    if not checkpoint_path(name).is_file():
-        assert "untrained" in status
+def test_every_image_the_page_shows_is_lossless_png():
+    demo = app.build_demo()
+    images = [b for b in demo.blocks.values() if isinstance(b, (gr.Image, gr.Gallery, gr.ImageSlider))]
+    assert len(images) >= 12 and all(image.format == "png" for image in images)
 
 
-def test_run_without_an_image_gives_a_message():
-    with pytest.raises(gr.Error):
-        app.run(None, list_models()[0])
+def test_named_endpoints_are_compare_blur_and_adapt_and_the_rest_is_private():
+    demo = app.build_demo()
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"compare", "blur", "adapt"}
+    heavy = [fn for fn in demo.fns.values() if fn.api_name in ("compare", "adapt")]
+    assert all(fn.concurrency_id == "models" and fn.concurrency_limit == 1 for fn in heavy)
+
+
+def test_each_paper_has_a_tab_with_a_note_naming_its_maps_and_figures():
+    groups = app.paper_groups()
+    assert sum(len(names) for _, names in groups) == len(core.registry.list_models())
+    for _, names in groups:
+        note = app.map_note(names)
+        assert "Fig" in note
+        assert any(name in note for name in core.registry.get_card(names[0]).maps)
+
+
+def test_weights_line_shows_the_shipped_headline_or_says_untrained(tmp_path, monkeypatch):
+    monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)
+    assert app.weights_line("lmfn") == "untrained (random weights)"
+    (tmp_path / "lmfn.safetensors").write_bytes(b"")
+    (tmp_path / "lmfn.json").write_text(json.dumps({"headline": "LMFN, CPU schedule: 8,000 samples of 128 px"}))
+    assert app.weights_line("lmfn") == "LMFN, CPU schedule: 8,000 samples of 128 px"
+    assert "LMFN, CPU schedule" in app.models_markdown()
+
+
+def test_compare_streams_each_output_before_the_next_model_runs(pair):
+    blurry, reference = pair
+    updates = frames(app.compare(blurry, reference, models=FAST, context=[app.INPUT], size="full"))
+    shown = [len(u["gallery"]) for u in updates if changed(u, "gallery")]
+    assert shown[:3] == [2, 3, 4]  # input + reference at once, then one more output per model, in turn
+    rows = records(updates[-1]["table"])
+    assert [row["method"] for row in rows] == ["Blurry input", "lmfn", "reblur-n1"]
+    for row in rows:
+        assert np.isfinite(float(row["PSNR (dB)"])) and 0 < float(row["SSIM"]) <= 1  # against the reference
+        assert row["LPIPS"] in (app.LPIPS_OFFLINE, app.NOT_APPLICABLE) or np.isfinite(float(row["LPIPS"]))
+    pending = [u for u in updates if changed(u, "table") and "computing…" in str(u["table"]["data"])]
+    assert pending, "a row shows up as soon as its output does, before its metrics"
+    final = updates[-1]
+    assert all(image.dtype == np.uint8 and image.shape == (64, 96, 3) for image, _ in final["gallery"])
+    assert final["slider"][0].shape == final["slider"][1].shape == (64, 96, 3)
+    assert len(final["maps 3"]) == 2  # LMFN's tab: ALFM and ACFM
+    assert all(image.ndim == 3 for image, _ in final["maps 3"])
+
+
+def test_compare_writes_csv_and_zip_of_lossless_pngs_with_per_image_rows_and_the_mean(pair, tmp_path):
+    blurry, reference = pair
+    second = write(tmp_path / "alley.png", np.asarray(Image.open(blurry))[::-1].copy())
+    second_reference = write(tmp_path / "refs-alley.png", np.asarray(Image.open(reference))[::-1].copy())
+    (tmp_path / "alley-ref").mkdir()
+    matched = write(tmp_path / "alley-ref" / "alley.png", np.asarray(Image.open(second_reference)))
+    final = frames(app.compare(blurry, reference, [second], [matched], models=["lmfn"], context=[], size="full"))[-1]
+    rows = records(final["table"])
+    assert [row["image"] for row in rows] == ["street.png", "alley.png", "mean of 2"]
+    psnrs = [float(row["PSNR (dB)"]) for row in rows]
+    assert psnrs[2] == pytest.approx((psnrs[0] + psnrs[1]) / 2, abs=0.01)
+    with open(final["csv"], newline="") as file:
+        written = list(csv.DictReader(file))
+    assert [row["image"] for row in written] == ["street.png", "alley.png", "mean of 2"]
+    assert float(written[0]["PSNR (dB)"]) == pytest.approx(psnrs[0], abs=0.01)
+    with zipfile.ZipFile(final["zip"]) as archive:
+        names = set(archive.namelist())
+        assert {"street/lmfn.png", "street/reference.png", "alley/lmfn.png", "metrics.csv"} <= names
+        with archive.open("street/lmfn.png") as file:
+            image = Image.open(file)
+            assert image.format == "PNG" and image.size == (96, 64)
+            shown = next(image for image, caption in final["gallery"] if caption.startswith("lmfn"))
+            assert (np.asarray(image) == shown).all()  # exactly the pixels shown
+
+
+def test_processing_size_shrinks_photo_and_reference_alike(pair):
+    blurry, reference = pair
+    final = frames(app.compare(blurry, reference, models=["lmfn"], context=[], size="192"))[-1]
+    assert final["gallery"][0][0].shape == (64, 96, 3)  # never enlarged
+    crowd = [app.ASSETS / f"gopro-crowd-{kind}.png" for kind in ("blur", "sharp")]
+    photos = app.gather_photos(*crowd, None, None, "192")
+    assert photos[0].image.shape == photos[0].reference.shape == (108, 192, 3)
+
+
+def test_a_mismatched_reference_is_refused_with_a_warning_and_the_run_goes_on(pair, tmp_path):
+    blurry, _ = pair
+    other = write(tmp_path / "other.png", np.zeros((50, 50, 3), np.uint8))
+    with pytest.warns(UserWarning, match="50x50 but the photo is 96x64"):
+        final = frames(app.compare(blurry, other, models=["lmfn"], context=[], size="full"))[-1]
+    assert records(final["table"])[0]["PSNR (dB)"] == app.NOT_APPLICABLE and final["errors"] == []
+
+
+def test_a_file_that_is_not_an_image_is_named_skipped_and_the_others_run(pair, tmp_path):
+    blurry, reference = pair
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.warns(UserWarning, match="notes.png"):
+        final = frames(app.compare(blurry, reference, [str(text)], models=["lmfn"], context=[], size="full"))[-1]
+    assert [row["image"] for row in records(final["table"])] == ["street.png"]
+
+
+def test_a_photo_too_small_for_the_models_is_explained(tmp_path):
+    tiny = write(tmp_path / "tiny.png", np.zeros((10, 12, 3), np.uint8))
+    with pytest.warns(UserWarning, match="at least 16 pixels"), pytest.raises(gr.Error, match="Give a blurry photo"):
+        frames(app.compare(tiny, models=["lmfn"], size="full"))
+
+
+def test_missing_inputs_and_unknown_choices_raise_messages_a_person_understands(pair):
+    blurry, _ = pair
+    with pytest.raises(gr.Error, match="Give a blurry photo"):
+        frames(app.compare(None, models=["lmfn"]))
+    with pytest.raises(gr.Error, match="Pick at least one model"):
+        frames(app.compare(blurry, models=[], context=[]))
+    with pytest.raises(gr.Error, match="Unknown model"):
+        frames(app.compare(blurry, models=["nafnet"]))
+    with pytest.raises(gr.Error, match="processing size"):
+        frames(app.compare(blurry, models=["lmfn"], size="33"))
+
+
+def test_the_classical_baseline_needs_a_reference_and_says_so(pair):
+    blurry, reference = pair
+    final = frames(app.compare(blurry, models=[], context=[app.BASELINE], size="full"))[-1]
+    assert records(final["table"])[0]["PSNR (dB)"] == "needs a reference"
+    final = frames(app.compare(blurry, reference, models=[], context=[app.BASELINE], size="full"))[-1]
+    row = records(final["table"])[0]
+    assert row["method"] == "Richardson-Lucy" and np.isfinite(float(row["PSNR (dB)"]))
+
+
+def test_picking_a_point_moves_the_zoom_and_the_kernels_there(pair):
+    blurry, reference = pair
+    final = frames(app.compare(blurry, reference, models=["reblur-n1"], context=[app.INPUT], size="full"))[-1]
+    session = final["session"]
+    event = gr.SelectData(None, {"index": [90, 60], "value": None, "selected": True})
+    session, picker, crops, kernels = app.pick_point(session, 0, event)
+    assert session.point == (60, 90)
+    top, left, _, right = app.visualize.crop_box(64, 96, (60, 90), session.crop)
+    assert picker.shape == (64, 96, 3) and (picker[top, left:right] == (255, 48, 48)).all()
+    assert len(crops) == 3 and len(kernels) == 2  # input, reference, output; kernels of input and output
+    picker, crops = app.set_crop(session, 0, 32)
+    assert crops[0][0].shape[0] == (app.ZOOM_SIDE // 32) * 32
+
+
+def test_make_blurry_blurs_a_sharp_photo_into_the_inputs_and_shows_its_kernel(pair):
+    _, reference = pair
+    blurry, sharp, kernel = app.make_blurry(reference, 12, 3)
+    assert blurry.shape == sharp.shape == (64, 96, 3) and blurry.dtype == np.uint8
+    assert (sharp == np.asarray(Image.open(reference))).all()
+    assert np.abs(blurry.astype(int) - sharp).mean() > 5
+    assert kernel.shape[0] == kernel.shape[1] >= 31
+    with pytest.raises(gr.Error, match="sharp photo"):
+        app.make_blurry(None, 12, 3)
+
+
+def test_adaptation_streams_step_zero_then_every_step(pair):
+    blurry, reference = pair
+    updates = list(app.adaptation(blurry, reference, "reblur-n1", 2, 3e-6, "full"))
+    assert [u[4].split(":")[0] for u in updates] == ["Step 0 of 2", "Step 1 of 2", "Step 2 of 2", "Done"]
+    table = records(updates[-1][3])
+    assert [row["step"] for row in table] == ["0", "1", "2"]
+    assert table[0]["Eq. 7 loss"] == app.NOT_APPLICABLE and np.isfinite(float(table[2]["Eq. 7 loss"]))  # per step
+    assert all(np.isfinite(float(row["PSNR (dB)"])) for row in table)  # with a reference
+    assert updates[1][0].shape == updates[-1][0].shape == (64, 96, 3) and updates[-1][2].ndim == 3
+
+
+def test_adaptation_refuses_bad_settings_with_a_message(pair):
+    blurry, _ = pair
+    with pytest.raises(gr.Error, match="learning rate"):
+        list(app.adaptation(blurry, None, "reblur-n1", 2, 0.0, "full"))
+    with pytest.raises(gr.Error, match="between 0 and"):
+        list(app.adaptation(blurry, None, "reblur-n1", app.MAX_STEPS + 1, 3e-6, "full"))
+    with pytest.raises(gr.Error, match="reblurring module"):
+        list(app.adaptation(blurry, None, "lmfn", 2, 3e-6, "full"))
+    with pytest.raises(gr.Error, match="Give a blurry photo"):
+        list(app.adaptation(None, None, "reblur-n1", 2, 3e-6, "full"))

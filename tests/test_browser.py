@@ -1,0 +1,79 @@
+"""The app as a person uses it: headless Chromium (Debian's package) driven by Playwright.
+
+Screenshots of every stage go to tests/screenshots/ (git-ignored) for review.
+"""
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from test_app_server import served_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+KEPT = {"lmfn", "reblur-n1"}  # the two models picked: the quickest on a CPU
+RUN_TIMEOUT_MS = 240_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run does it)"
+)
+
+
+@pytest.fixture(scope="module")
+def page():
+    SHOTS.mkdir(exist_ok=True)
+    with served_app() as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        expect(page.locator("#compare-button")).to_be_visible(timeout=60_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
+    from core.registry import list_models
+
+    shot(page, "1-opened")
+    page.get_by_role("button", name="GoPro crowd, 640x360 (with its sharp frame)").click()
+    expect(page.locator("#blurry img")).to_be_visible()
+    expect(page.locator("#reference img")).to_be_visible()
+    for name in list_models():
+        box = page.locator(f'#models input[name="{name}"]')
+        if box.is_checked() != (name in KEPT):
+            box.click()
+    for name in list_models():
+        expect(page.locator(f'#models input[name="{name}"]')).to_be_checked(checked=name in KEPT)
+    page.get_by_test_id("192 px-radio-label").click()
+    page.locator("#compare-button").click()
+
+    expect(page.locator("#status")).to_contain_text("Done", timeout=RUN_TIMEOUT_MS)
+    gallery = page.locator("#gallery")
+    for name in KEPT:
+        expect(gallery).to_contain_text(name)
+    assert gallery.locator("img").count() >= 4  # input, reference, baseline and the two models
+    expect(page.locator("#slider img")).to_have_count(2)
+    expect(page.locator("#slider img").first).to_be_visible()
+    expect(page.locator("#metrics")).to_contain_text("reblur-n1")
+    shot(page, "2-compared")
+
+    page.get_by_role("tab", name="Inside the papers").click()
+    page.get_by_role("tab", name="lmfn", exact=True).click()
+    maps = page.locator("#maps-lmfn")
+    expect(maps.locator("img").first).to_be_visible()
+    assert maps.locator("img").count() >= 2  # ALFM and ACFM
+    expect(page.get_by_text("ALFM attention").first).to_be_visible()
+    shot(page, "3-lmfn-maps")
+
+    page.get_by_role("tab", name="Adapt at test time").click()
+    steps = page.locator('#adapt-steps input[type="number"]')
+    steps.fill("3")
+    steps.press("Enter")
+    page.locator("#adapt-button").click()
+    expect(page.locator("#adapt-status")).to_contain_text("Done: 3 step(s)", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#adapt-curve img")).to_be_visible()
+    shot(page, "4-adapted")
