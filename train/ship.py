@@ -52,12 +52,18 @@ def headline(name: str, run_card: dict, architecture: dict) -> str:
     def plain(value):
         return tuple(value) if isinstance(value, list) else value
 
-    registered = {key: plain(value) for key, value in get_card(name).config.items()}
+    import inspect
+
+    defaults = {key: parameter.default for key, parameter in
+                inspect.signature(type(create_model(name)).__init__).parameters.items()}
+    registered = {key: plain(value) for key, value in {**defaults, **get_card(name).config}.items()}
     changes = [f"{key} {plain(value)} (registered {registered.get(key, 'default')})"
                for key, value in architecture.items() if registered.get(key) != plain(value)]
     config = run_card["config"]
     shape = "registered architecture" if not changes else "reduced architecture: " + ", ".join(changes)
     device = "GPU" if "cuda" in run_card["hardware"].lower() or "nvidia" in run_card["hardware"].lower() else "CPU"
+    start = config["train"].get("init")
+    shape += f"; started from {start}" if start else ""
     return (
         f"{name}, {shape}; {device} schedule: {run_card['steps']:,} steps x {config['data']['batch_size']} crops of "
         f"{config['data']['crop']} px ({run_card['samples']:,} samples), {run_card['wall_seconds'] / 60:.0f} min on "
