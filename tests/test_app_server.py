@@ -3,7 +3,6 @@
 import contextlib
 import csv
 import math
-import socket
 import zipfile
 
 import numpy as np
@@ -12,6 +11,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
+from conftest import free_port
 from core.registry import list_models
 
 BLURRY = app.ASSETS / "gopro-crowd-blur.png"  # a 640x360 GoPro example, processed at 192x108
@@ -19,10 +19,6 @@ SHARP = app.ASSETS / "gopro-crowd-sharp.png"
 SIZE = "192"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

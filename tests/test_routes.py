@@ -1,22 +1,18 @@
 """The launched server serves its own assets and nothing else: path traversal and absolute paths through
 Gradio's file routes get nothing, uploads are capped, and one session's files are not listed anywhere."""
 
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
 import app
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_MARKERS = ("root:x:0:0", "import gradio", "[project]", "safetensors")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

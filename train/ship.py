@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from core import metrics
 from core.registry import (
     CHECKPOINT_DIR,
     checkpoint_architecture,
@@ -30,6 +28,8 @@ from core.registry import (
     write_manifest_entry,
 )
 from train.data import ValidationPairs
+from train.distributed import Context
+from train.trainer import validate
 
 FP16_TOLERANCE_DB = 0.05
 
@@ -37,14 +37,9 @@ FP16_TOLERANCE_DB = 0.05
 sha256 = file_sha256
 
 
-@torch.no_grad()
 def mean_psnr(model, pairs: ValidationPairs) -> float:
-    scores = []
-    for index in range(len(pairs)):
-        pair = pairs[index]
-        output = model(pair["blur"].unsqueeze(0)).float()[0].permute(1, 2, 0).numpy()
-        scores.append(metrics.psnr(output, pair["sharp"].permute(1, 2, 0).numpy()))
-    return float(np.mean(scores))
+    """The trainer's own validation PSNR (``train.trainer.validate``) on the CPU."""
+    return validate(model, pairs, Context(rank=0, world=1, device=torch.device("cpu")))["psnr"]
 
 
 def headline(name: str, run_card: dict, architecture: dict) -> str:
