@@ -6,7 +6,8 @@ Each (model, size) runs in a fresh process (so its peak resident memory is its o
 ``core.inference.restore`` with the automatic tile size; latency is the best of ``--repeats`` runs after a
 warm-up (one run for images over 4 megapixels). The FLOP floor is the model's MACs x 2 divided by the
 throughput of a 3x3 convolution (96 channels, 256x256) measured in the same session: a model cannot run
-faster than its convolutions allow.
+faster than its convolutions allow. Each model is the network ``restore`` runs: the shipped checkpoint's (reduced)
+architecture where one is shipped, the registered one otherwise; the table says which.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def measure(name: str, height: int, width: int, threads: int, repeats: int) -> d
 
     from core.complexity import count_macs
     from core.inference import restore
+    from core.registry import shipped_architecture
 
     torch.set_num_threads(threads)
     image = np.random.default_rng(0).random((height, width, 3), dtype=np.float32)
@@ -54,7 +56,7 @@ def measure(name: str, height: int, width: int, threads: int, repeats: int) -> d
         times.append(restore(image, name, device="cpu").seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     return {"model": name, "size": f"{width}x{height}", "seconds": min(times), "peak_gib": peak,
-            "tile": first.tile, "gmacs": count_macs(name, height, width) / 1e9}
+            "tile": first.tile, "gmacs": count_macs(name, height, width, **shipped_architecture(name)) / 1e9}
 
 
 def main() -> None:
@@ -73,24 +75,27 @@ def main() -> None:
         return
 
     from core.complexity import count_macs
-    from core.registry import list_models
+    from core.registry import checkpoint_path, list_models, shipped_architecture
 
     gflops = conv_gflops(args.threads)
     print(f"3x3 convolution throughput: {gflops:.0f} GFLOP/s ({args.threads} threads)\n")
-    print("| model | size | tile | GMACs | seconds | FLOP floor (s) | x floor | peak memory (GiB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | network | size | tile | GMACs | seconds | FLOP floor (s) | x floor | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     models = args.models.split(",") if args.models else list_models()
     for name in models:
+        network = ("shipped, reduced" if shipped_architecture(name) else "shipped") if checkpoint_path(name).is_file() \
+            else "registered, untrained"
         for size in args.sizes:
             height, width = map(int, size.split("x"))
-            floor = 2 * count_macs(name, height, width) / (gflops * 1e9)
+            floor = 2 * count_macs(name, height, width, **shipped_architecture(name)) / (gflops * 1e9)
             if floor > args.skip_slow:
-                print(f"| {name} | {width}x{height} | | {floor * gflops / 2:.0f} | skipped | {floor:.0f} | | |", flush=True)
+                print(f"| {name} | {network} | {width}x{height} | | {floor * gflops / 2:.0f} | skipped | {floor:.0f} | | |",
+                      flush=True)
                 continue
             command = [sys.executable, __file__, "--one", f"{name}@{size}", "--threads", str(args.threads),
                        "--repeats", str(args.repeats)]
             result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-            print(f"| {name} | {result['size']} | {result['tile'] or 'whole'} | {result['gmacs']:.1f} | "
+            print(f"| {name} | {network} | {result['size']} | {result['tile'] or 'whole'} | {result['gmacs']:.1f} | "
                   f"{result['seconds']:.2f} | {floor:.2f} | {result['seconds'] / floor:.2f} | {result['peak_gib']:.2f} |",
                   flush=True)
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from core.complexity import count_macs, parameter_count
-from core.registry import checkpoint_path, create_model, get_card, list_models
+from core.registry import checkpoint_path, create_model, get_card, list_models, shipped_architecture
 
 SIZES = ((256, 256), (720, 1280))
 
 
 def info(_args: argparse.Namespace) -> int:
+    """Registered (paper) networks, and under each one the shipped network where its checkpoint is reduced."""
     header = f"{'model':<14}{'year':>6}{'params':>12}" + "".join(f"{f'GMACs {w}x{h}':>18}" for h, w in SIZES)
     print(header + "  checkpoint")
     for name in list_models():
@@ -33,7 +34,12 @@ def info(_args: argparse.Namespace) -> int:
         params = parameter_count(create_model(name))
         macs = "".join(f"{count_macs(name, h, w) / 1e9:>18.2f}" for h, w in SIZES)
         weights = "shipped" if checkpoint_path(name).is_file() else "none (untrained)"
-        print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights}")
+        reduced = shipped_architecture(name)
+        print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights if not reduced else 'reduced, below'}")
+        if reduced:
+            params = parameter_count(create_model(name, **reduced))
+            macs = "".join(f"{count_macs(name, h, w, **reduced) / 1e9:>18.2f}" for h, w in SIZES)
+            print(f"{'  shipped':<14}{'':>6}{params / 1e6:>11.3f}M{macs}  shipped: {json.dumps(reduced)}")
         print(f"{'':<14}{card.paper} ({card.venue} {card.year})")
     return 0
 

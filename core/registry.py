@@ -167,6 +167,13 @@ def checkpoint_architecture(path: Path) -> dict:
     return architecture
 
 
+def shipped_architecture(name: str) -> dict:
+    """The constructor keywords of the network ``create_model(name, pretrained=True)`` builds: the shipped
+    checkpoint's reduced configuration, or ``{}`` (the registered one) when none is shipped or it is registered."""
+    path = checkpoint_path(name)
+    return checkpoint_architecture(path) if path.is_file() else {}
+
+
 def shipped_card(name: str) -> dict | None:
     """The JSON model card shipped beside a checkpoint (``checkpoints/<name>.json``), or None when there is none."""
     path = checkpoint_path(name).with_suffix(".json")

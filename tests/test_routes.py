@@ -3,8 +3,11 @@ Gradio's file routes get nothing, uploads are capped, and one session's files ar
 
 from pathlib import Path
 
+import re
+
 import httpx
 import pytest
+from gradio_client import Client, handle_file
 
 import app
 from conftest import free_port
@@ -75,3 +78,27 @@ def test_uploads_over_the_cap_are_refused(server):
         big = client.post(f"{server}/gradio_api/upload", files={"files": ("big.png", b"0" * (limit + 1024))})
     assert small.status_code == 200
     assert big.status_code >= 400 and "size" in big.text.lower(), big.text[:200]
+
+
+def test_a_sessions_downloads_are_reachable_only_through_their_content_digest(server):
+    """Gradio serves a returned file from a copy in its cache, under a folder named by a SHA-256 digest: the
+    owner's link works; the original in the app's run folder, the cache folders and the run folders are not
+    served or listed, so another session reaches a download only by already holding its exact bytes."""
+    before = set(app.RUNS_DIR.glob("run-*")) if app.RUNS_DIR.is_dir() else set()
+    client = Client(server, verbose=False, download_files=False)
+    outputs = client.predict(blurry=handle_file(ROOT / "assets" / "gopro-crowd-blur.png"), models=[],
+                             context=["input"], size="192", api_name="/compare")
+    csv_file, zip_file = outputs[1], outputs[2]
+    for served in (csv_file, zip_file):
+        assert re.search(r"/[0-9a-f]{64}/[^/]+$", served["path"]), served["path"]
+        response = raw_get(server, served["url"].removeprefix(server))
+        assert response.status_code == 200
+    # The run folder this request wrote (other runs may be writing theirs at the same time).
+    (run,) = [run for run in set(app.RUNS_DIR.glob("run-*")) - before
+              if (run / "outputs.zip").is_file() and (run / "outputs.zip").read_bytes() == response.content]
+    cache = Path(zip_file["path"]).parent
+    for path in (run / "outputs.zip", run / "metrics.csv", run, app.RUNS_DIR, cache, cache.parent):
+        response = raw_get(server, f"/gradio_api/file={path}")
+        assert response.status_code >= 400, (path, response.status_code)
+        if path.is_dir():  # nothing listed: no entry of the folder is named in the answer
+            assert not [entry.name for entry in path.iterdir() if entry.name in response.text], (path, response.text)
