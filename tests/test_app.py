@@ -233,3 +233,23 @@ def test_adaptation_refuses_bad_settings_with_a_message(pair):
         list(app.adaptation(blurry, None, "lmfn", 2, 3e-6, "full"))
     with pytest.raises(gr.Error, match="Give a blurry photo"):
         list(app.adaptation(None, None, "reblur-n1", 2, 3e-6, "full"))
+
+
+def test_every_awkward_upload_is_named_or_run_and_the_app_goes_on(pair, tmp_path):
+    """The corpus of ``tests/bad_inputs.py`` uploaded at once beside a good photo: each unreadable or too-small file
+    is named in a warning, every decodable one runs (upright, RGB), and the next request is served as usual."""
+    from bad_inputs import write_corpus
+
+    blurry, reference = pair
+    entries = write_corpus(tmp_path / "uploads")
+    uploads = [str(tmp_path / "uploads" / name) for name in entries]
+    with pytest.warns(UserWarning) as warned:
+        final = frames(app.compare(blurry, reference, uploads, models=["lmfn"], context=[], size="full"))[-1]
+    messages = " ".join(str(warning.message) for warning in warned)
+    runnable = {name for name, (_, outcome) in entries.items() if outcome != "error" and min(outcome) >= app.MIN_SIDE}
+    for name in set(entries) - runnable:
+        assert name in messages, f"{entries[name][0]}: not named in any warning"
+    rows = {row["image"] for row in records(final["table"])}
+    assert rows == {"street.png", *runnable, f"mean of {len(runnable) + 1}"}
+    again = frames(app.compare(blurry, reference, models=["lmfn"], context=[], size="full"))[-1]
+    assert [row["image"] for row in records(again["table"])] == ["street.png"]

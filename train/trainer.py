@@ -65,7 +65,8 @@ def hardware(context: Context) -> str:
     if context.device.type == "cuda":
         device = torch.cuda.get_device_name(context.device)
     else:
-        device = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        device = f"{platform.processor() or platform.machine()} CPU, {threads} thread{'' if threads == 1 else 's'}"
     return f"{context.world} x {device}"
 
 
