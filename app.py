@@ -22,7 +22,11 @@ try:  # Hugging Face Spaces: present on ZeroGPU hardware, where it must be impor
 except ImportError:
     spaces = None
 
+import contextlib
 import csv
+import functools
+import hashlib
+import inspect
 import math
 import os
 import queue
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 RUNS_DIR = Path(tempfile.gettempdir()) / "deblur-workbench"  # CSV and ZIP downloads, one folder per run
 RUNS_KEPT_S = 24 * 3600
+IMAGES_DIR = RUNS_DIR / "images"  # every picture handed to Gradio, one PNG per content (see ``served``)
 
 INPUT = "input"  # the blurry photo itself, as a row of the comparison
 REFERENCE = "reference"
@@ -502,11 +507,14 @@ def frame(names: list[str], values: dict) -> tuple:
 
 
 def new_run_dir() -> Path:
-    """A fresh folder for one run's downloads; folders of runs older than a day are removed."""
+    """A fresh folder for one run's downloads; folders of runs, and pictures, older than a day are removed."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     for old in RUNS_DIR.iterdir():
-        if old.is_dir() and time.time() - old.stat().st_mtime > RUNS_KEPT_S:
+        if old.is_dir() and old != IMAGES_DIR and time.time() - old.stat().st_mtime > RUNS_KEPT_S:
             shutil.rmtree(old, ignore_errors=True)
+    for old in IMAGES_DIR.glob("*.png"):
+        if time.time() - old.stat().st_mtime > RUNS_KEPT_S:
+            old.unlink(missing_ok=True)
     return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
 
 
@@ -538,6 +546,55 @@ def write_zip(path: Path, photos: list[Photo], csv_path: Path) -> Path:
         archive.write(csv_path, csv_path.name)
     shutil.rmtree(folder)
     return path
+
+
+# Pictures handed to Gradio
+
+
+def png_file(image: np.ndarray) -> str:
+    """The picture as a PNG file named by its content, written whole (``write_png``) before its name is handed on."""
+    image = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{image.shape} {image.dtype} ".encode() + image.tobytes()).hexdigest()
+    path = IMAGES_DIR / f"{digest}.png"
+    try:
+        os.utime(path)  # shown again: kept from the sweep of old pictures (``new_run_dir``) for another day
+    except FileNotFoundError:
+        write_png(path, image)
+    return str(path)
+
+
+def with_files(value):
+    """An output value with every picture in it (alone, or in a gallery's or a slider's tuples) as a PNG file."""
+    if isinstance(value, np.ndarray):
+        return png_file(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(with_files(item) for item in value)
+    return value
+
+
+def served(handler):
+    """The handler as the page calls it: every picture it returns or streams is handed to Gradio as a PNG file.
+
+    Gradio stores a picture it is handed as an array by rewriting, in place, a cache file named after its content
+    (``gradio.processing_utils.save_pil_to_cache``). Two sessions showing the same picture, or one stream showing
+    it again in its next update, then rewrite a file that a visitor may be downloading at that moment, who gets a
+    truncated image or a broken connection. A file is instead copied into the cache under a temporary name, renamed
+    into place and never rewritten (``save_file_to_cache``). The handlers themselves keep returning arrays.
+    """
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def streamed(*args, **kwargs):
+            with contextlib.closing(handler(*args, **kwargs)) as updates:  # closed when Gradio closes this one
+                for value in updates:
+                    yield with_files(value)
+
+        return streamed
+
+    @functools.wraps(handler)
+    def returned(*args, **kwargs):
+        return with_files(handler(*args, **kwargs))
+
+    return returned
 
 
 # Handlers
@@ -787,8 +844,12 @@ ATTRIBUTION = """<small>GoPro: Nah, Kim, Lee, CVPR 2017 (CC BY 4.0) · Köhler e
 (research use) · details in `assets/README.md`</small>"""
 
 
-def build_demo() -> gr.Blocks:
-    """The whole UI, wired, with its queue set; nothing runs until an event arrives."""
+def build_demo(queue_size: int = 32) -> gr.Blocks:
+    """The whole UI, wired, with its queue set; nothing runs until an event arrives.
+
+    ``queue_size``: how many events may wait in the queue, all endpoints together (runs in progress do not count);
+    one more is refused at once, with Gradio's own "busy, try again" message (HTTP 503), rather than left waiting.
+    """
     groups = paper_groups()
     names = list_models()
     on_cuda = default_device().type == "cuda" or (spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU")))
@@ -905,27 +966,28 @@ def build_demo() -> gr.Blocks:
                       "picker": picker, "zoom": zoom, "kernels": kernels, "errors": errors}
         components |= {f"maps {i}": gallery for i, gallery in enumerate(map_galleries)}
         compare_event = compare_button.click(
-            on_gpu(compare), [blurry, reference, more, more_references, models, context, size],
+            on_gpu(served(compare)), [blurry, reference, more, more_references, models, context, size],
             [components[name] for name in compare_outputs(groups)], api_name="compare", show_progress_on=[status],
             **heavy,
         )
         stop_button.click(None, None, None, cancels=[compare_event], api_visibility="private")
-        blur_button.click(make_blurry, [sharp, length, seed], [blurry, reference, kernel_view], api_name="blur",
-                          concurrency_limit=2)
+        blur_button.click(served(make_blurry), [sharp, length, seed], [blurry, reference, kernel_view],
+                          api_name="blur", concurrency_limit=2)
         view = [components[name] for name in panel_names(groups)]
-        photo.input(show, [session, photo, left, right], view, api_visibility="private", show_progress="hidden")
+        photo.input(served(show), [session, photo, left, right], view, api_visibility="private", show_progress="hidden")
         for side in (left, right):
-            side.input(show_slider, [session, photo, left, right], slider, api_visibility="private",
+            side.input(served(show_slider), [session, photo, left, right], slider, api_visibility="private",
                        show_progress="hidden")
-        picker.select(pick_point, [session, photo], [session, picker, zoom, kernels], api_visibility="private")
-        crop.release(set_crop, [session, photo, crop], [picker, zoom], api_visibility="private", show_progress="hidden")
+        picker.select(served(pick_point), [session, photo], [session, picker, zoom, kernels], api_visibility="private")
+        crop.release(served(set_crop), [session, photo, crop], [picker, zoom], api_visibility="private",
+                     show_progress="hidden")
         adapt_event = adapt_button.click(
-            on_gpu(adaptation), [blurry, reference, adapt_model, steps, lr, size],
+            on_gpu(served(adaptation)), [blurry, reference, adapt_model, steps, lr, size],
             [adapted, adapt_slider, curve, adapt_table, adapt_status], api_name="adapt",
             show_progress_on=[adapt_status], **heavy,
         )
         adapt_stop.click(None, None, None, cancels=[adapt_event], api_visibility="private")
-    return demo.queue(max_size=32, default_concurrency_limit=4)
+    return demo.queue(max_size=queue_size, default_concurrency_limit=4)
 
 
 API_NOTE = """## From Python
