@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -31,3 +32,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(demo=None):
+    """A demo (by default the app's own) served on a free loopback port: its URL, and the server closed afterwards."""
+    import app
+
+    demo = demo or app.build_demo()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                **app.launch_options())
+    try:
+        yield demo.local_url.rstrip("/")
+    finally:
+        demo.close()

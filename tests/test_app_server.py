@@ -1,6 +1,5 @@
 """The app as an API: a launched server driven through gradio_client, as the README shows."""
 
-import contextlib
 import csv
 import math
 import zipfile
@@ -11,7 +10,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
-from conftest import free_port
+from conftest import launched
 from core.registry import list_models
 
 BLURRY = app.ASSETS / "gopro-crowd-blur.png"  # a 640x360 GoPro example, processed at 192x108
@@ -21,21 +20,9 @@ SIZE = "192"
 
 
 
-@contextlib.contextmanager
-def served_app():
-    """The demo launched on a free local port (its URL), closed afterwards."""
-    demo = app.build_demo()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                **app.launch_options())
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
 @pytest.fixture(scope="module")
 def client():
-    with served_app() as url:
+    with launched() as url:
         yield Client(url, verbose=False)
 
 

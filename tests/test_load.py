@@ -22,7 +22,7 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 import app
-from conftest import free_port
+from conftest import launched
 from core import tta
 from core.inference import default_device, load_model
 
@@ -63,17 +63,6 @@ def photo(tmp_path_factory) -> dict:
         paths[role] = folder / f"crowd-{kind}.png"
         Image.fromarray(np.asarray(Image.open(app.ASSETS / f"gopro-crowd-{kind}.png"))[CROP]).save(paths[role])
     return paths
-
-
-@contextlib.contextmanager
-def launched(demo):
-    """The demo served on a free local port (its URL), closed afterwards."""
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                **app.launch_options())
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +174,7 @@ def test_a_full_queue_tells_the_visitor_it_is_busy_and_to_try_again(photo):
             assert isinstance(error, QueueError)
             assert str(error) == "Queue is full! Please try again."
         compare_id = next(fn._id for fn in demo.fns.values() if fn.api_name == "compare")
-        answer = httpx.post(f"{url}gradio_api/queue/join",
+        answer = httpx.post(f"{url}/gradio_api/queue/join",
                             json={"data": [], "fn_index": compare_id, "session_hash": "an-http-visitor"})
         assert answer.status_code == 503
         assert answer.json()["detail"] == "Queue is full. Max size is 2 and size is 2."

@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 import app
-from conftest import free_port
+from conftest import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_MARKERS = ("root:x:0:0", "import gradio", "[project]", "safetensors")
@@ -20,12 +20,8 @@ SECRET_MARKERS = ("root:x:0:0", "import gradio", "[project]", "safetensors")
 
 @pytest.fixture(scope="module")
 def server():
-    demo = app.build_demo()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.launch_options())
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+    with launched() as url:
+        yield url
 
 
 def raw_get(base: str, path: str) -> httpx.Response:
