@@ -49,6 +49,7 @@ from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_
 from core.images import ImageError, read_image, write_png
 from core.inference import default_device, load_model, restore, to_tensor, to_uint8
 from core.metrics import MetricUnavailable, lpips_score, niqe, psnr, reblur_score, ssim
+from core.models.base import MIN_SIDE
 from core.registry import checkpoint_path, get_card, list_models, shipped_card
 from core.tta import PAPER_LR, adapt
 
@@ -66,7 +67,6 @@ BASELINE_ITERATIONS = 30
 KERNEL_SIZE = 31  # blur kernels drawn, estimated and shown: 31 x 31, as core.blur draws them
 KERNEL_WINDOW = 4 * KERNEL_SIZE  # pixels around a picked point used to estimate its remaining-blur kernel
 KERNEL_MARGIN = 16  # extra pixels fed to M_R around that window (its 5x5 convolutions see beyond the window)
-MIN_SIDE = 16  # every registered model needs at least this many pixels on each side
 MAP_SIDE = 512  # longest side of a map as shown
 ZOOM_SIDE = 256
 MAX_STEPS = 30

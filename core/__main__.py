@@ -66,7 +66,6 @@ def input_files(path: Path) -> list[tuple[Path, Path]]:
 
 def deblur(args: argparse.Namespace) -> int:
     from core.images import ImageError, read_image, write_png
-    from core.inference import restore, to_tensor, to_uint8
 
     models = args.models
     files = input_files(args.input)
@@ -84,22 +83,32 @@ def deblur(args: argparse.Namespace) -> int:
         for name in models:
             target = args.output / name / relative if len(models) > 1 else args.output / relative
             target = target.with_suffix(".png")
-            if args.tta_steps and hasattr(create_model_cached(name), "reblur"):
-                from core.tta import adapt
-                from core.inference import load_model
-
-                start = time.perf_counter()
-                adapted = adapt(load_model(name)[0], to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
-                output, seconds = to_uint8(adapted.image), time.perf_counter() - start
-            else:
-                result = restore(image, name, tile=args.tile)
-                output, seconds = result.image, result.seconds
+            try:
+                output, seconds = deblurred(image, name, args)
+            except (ValueError, RuntimeError) as error:  # e.g. too small for the model, or out of memory
+                failures.append(f"{file} ({name}): {error}")
+                print(f"skipped: {file} ({name}): {error}", file=sys.stderr)
+                continue
             write_png(target, output)
             print(f"{name}: {file} -> {target} ({seconds:.2f} s)")
     if failures:
         print(f"{len(failures)} of {len(files)} file(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def deblurred(image: np.ndarray, name: str, args: argparse.Namespace) -> tuple[np.ndarray, float]:
+    """One model's output for one image (adapted at test time when asked and the model can), and its seconds."""
+    from core.inference import load_model, restore, to_tensor, to_uint8
+
+    if args.tta_steps and hasattr(create_model_cached(name), "reblur"):
+        from core.tta import adapt
+
+        start = time.perf_counter()
+        adapted = adapt(load_model(name)[0], to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
+        return to_uint8(adapted.image), time.perf_counter() - start
+    result = restore(image, name, tile=args.tile)
+    return result.image, result.seconds
 
 
 def create_model_cached(name: str):
@@ -130,8 +139,7 @@ def niqe_or_nan(image: np.ndarray) -> float:
 
 def evaluate(args: argparse.Namespace) -> int:
     from core import metrics
-    from core.images import read_image
-    from core.inference import restore
+    from core.images import ImageError
 
     pairs = evaluation_pairs(args.data)
     if not pairs:  # no sharp references: blurry photos only, scored without a reference (NIQE)
@@ -143,23 +151,18 @@ def evaluate(args: argparse.Namespace) -> int:
     lpips_ok, lpips_message = metrics.lpips_available()
     if not lpips_ok:
         print(f"note: {lpips_message}", file=sys.stderr)
-    rows = []
+    rows, failures = [], []
     for label, blurry_path, sharp_path in pairs:
-        blurry = read_image(blurry_path)
-        sharp = read_image(sharp_path) if sharp_path is not None else None
-        candidates = [("input", blurry, 0.0)]
-        for name in args.models:
-            result = restore(blurry, name, tile=args.tile)
-            candidates.append((name, result.image.astype(np.float32) / 255.0, result.seconds))
-        for name, output, seconds in candidates:
-            referenced = sharp is not None
-            row = {"model": name, "image": label,
-                   "psnr": metrics.psnr(output, sharp) if referenced else math.nan,
-                   "ssim": metrics.ssim(output, sharp) if referenced else math.nan,
-                   "lpips": metrics.lpips_score(output, sharp) if lpips_ok and referenced else math.nan,
-                   "niqe": niqe_or_nan(output), "seconds": seconds}
-            rows.append(row)
-            print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
+        try:  # a pair that cannot be read or run is named and left out; the others are scored
+            scored = score_pair(label, blurry_path, sharp_path, args, lpips_ok)
+        except (ImageError, ValueError, RuntimeError) as error:
+            failures.append(f"{label}: {error}")
+            print(f"skipped: {label}: {error}", file=sys.stderr)
+            continue
+        rows += scored
+    if not rows:
+        print(f"no pair could be scored:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
     summary = []
     for name in ["input", *args.models]:
         mine = [row for row in rows if row["model"] == name]
@@ -176,7 +179,38 @@ def evaluate(args: argparse.Namespace) -> int:
             writer.writerows(rows)
         report = {"summary": summary, "images": rows}
         (args.output / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
+    if failures:
+        print(f"{len(failures)} of {len(pairs)} left out:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
     return 0
+
+
+def score_pair(label: str, blurry_path: Path, sharp_path: Path | None, args: argparse.Namespace, lpips_ok: bool):
+    """The rows of one pair (or photo): the input and every model, with their metrics and seconds."""
+    from core import metrics
+    from core.images import read_image
+    from core.inference import restore
+
+    blurry = read_image(blurry_path)
+    sharp = read_image(sharp_path) if sharp_path is not None else None
+    if sharp is not None and sharp.shape != blurry.shape:
+        raise ValueError(f"the sharp image is {sharp.shape[1]}x{sharp.shape[0]}, the blurry one "
+                         f"{blurry.shape[1]}x{blurry.shape[0]}")
+    candidates = [("input", blurry, 0.0)]
+    for name in args.models:
+        result = restore(blurry, name, tile=args.tile)
+        candidates.append((name, result.image.astype(np.float32) / 255.0, result.seconds))
+    rows = []
+    for name, output, seconds in candidates:
+        referenced = sharp is not None
+        row = {"model": name, "image": label,
+               "psnr": metrics.psnr(output, sharp) if referenced else math.nan,
+               "ssim": metrics.ssim(output, sharp) if referenced else math.nan,
+               "lpips": metrics.lpips_score(output, sharp) if lpips_ok and referenced else math.nan,
+               "niqe": niqe_or_nan(output), "seconds": seconds}
+        rows.append(row)
+        print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
+    return rows
 
 
 def json_safe(value):

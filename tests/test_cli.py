@@ -121,3 +121,42 @@ def test_evaluate_scores_photos_without_a_reference_by_niqe_only(tmp_path):
     assert first["model"] == "input" and first["psnr"] is None and first["ssim"] is None
     assert abs(first["niqe"] - niqe(photo / 255.0)) < 1e-9
     assert result["summary"][1]["model"] == "lmfn" and result["summary"][1]["niqe"] is not None
+
+
+def test_deblur_over_the_awkward_upload_corpus_names_each_failure_and_writes_the_rest(tmp_path, capsys):
+    from bad_inputs import write_corpus
+
+    from core.models.base import MIN_SIDE
+
+    entries = write_corpus(tmp_path / "in")
+    code = main(["deblur", "--model", "lmfn", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
+    errors = capsys.readouterr().err
+    assert code == 1
+    for name, (what, outcome) in entries.items():
+        written = (tmp_path / "out" / name).with_suffix(".png")
+        if outcome == "error" or min(outcome) < MIN_SIDE:  # unreadable, or too small for any model
+            assert name in errors and not written.exists(), what
+        else:
+            assert written.is_file(), f"{what}: no output ({errors})"
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_evaluate_names_a_bad_pair_scores_the_others_and_exits_1(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for kind in ("blur", "sharp"):
+        (data / kind).mkdir(parents=True)
+        Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(data / kind / "good.png")
+    (data / "blur" / "broken.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(data / "sharp" / "broken.png")
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(data / "blur" / "other-size.png")
+    Image.fromarray(np.zeros((30, 48, 3), np.uint8)).save(data / "sharp" / "other-size.png")
+    code = main(["evaluate", "--model", "lmfn", "--data", str(data), "--output", str(tmp_path / "out")])
+    errors = capsys.readouterr().err
+    assert code == 1 and "broken.png" in errors and "other-size.png" in errors and "48x30" in errors
+    result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert {row["image"] for row in result["images"]} == {"blur/good.png"}

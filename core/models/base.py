@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+MIN_SIDE = 16  # the smallest side any registered model accepts (none is designed for less)
+
+
 class MapRecorder:
     """Collects named maps during one forward pass; does nothing when ``enabled`` is False."""
 
@@ -82,8 +85,8 @@ class DeblurModel(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W batch, got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        if min(height, width) < 16:
-            raise ValueError(f"image is {width}x{height}; both sides must be at least 16 pixels")
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(f"image is {width}x{height}; both sides must be at least {MIN_SIDE} pixels")
         padded = pad_to_multiple(x, *self.pad_hw)
         maps = MapRecorder(return_maps)
         image = self._restore(padded, maps)[..., :height, :width].contiguous()
