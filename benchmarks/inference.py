@@ -95,7 +95,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", f"{name}@{size}", "--threads", str(args.threads),
                        "--repeats", str(args.repeats)]
             result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-            print(f"| {name} | {network} | {result['size']} | {result['tile'] or 'whole'} | {result['gmacs']:.1f} | "
+            print(f"| {name} | {network} | {result['size']} | {'x'.join(map(str, result['tile'])) if result['tile'] else 'whole'} | {result['gmacs']:.1f} | "
                   f"{result['seconds']:.2f} | {floor:.2f} | {result['seconds'] / floor:.2f} | {result['peak_gib']:.2f} |",
                   flush=True)
 

@@ -21,16 +21,20 @@ from core.inference import (
     to_uint8,
 )
 from core.metrics import psnr
-from core.registry import list_models, shipped_architecture
+from core.registry import checkpoint_path, list_models, shipped_architecture
 from core.statistics import Statistics, record, replay, statistic_modules
 
-# Networks whose output depends on where their own input is cut into patches cannot be tiled to agree with the
-# whole run, whatever statistics the tiles share.
+# Networks whose output depends on where their own input is cut into patches agree with the whole run only as far
+# as their weights make the patch borders matter little: FCN's shipped weights do (47 dB here, 52 dB on a GoPro crop:
+# python benchmarks/tiling_agreement.py), random weights do not (about 32 dB), so the untrained FCN is not held to it.
 MULTI_PATCH = {
-    "fcn": "FCN runs its first stages on 8, 4 and 2 patches of its input, zero-padded at the patch borders, so its "
-    "output depends on where its input is cut: a tile's patch borders are not the image's (about 30 dB at 320x256 "
-    "with or without shared statistics: python benchmarks/tiling_agreement.py)",
+    "fcn": "untrained FCN: its first stages run on 8, 4 and 2 patches of the input, each zero-padded at its own "
+    "borders, and a tile's patch borders are not the image's; with random weights that costs ~32 dB of agreement",
 }
+
+
+def held_to_agreement(name: str) -> bool:
+    return name not in MULTI_PATCH or checkpoint_path(name).is_file()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -191,7 +195,7 @@ def test_only_tiled_runs_set_hooks_and_none_are_left_behind(one_thread):
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(name, marks=pytest.mark.skip(reason=MULTI_PATCH[name])) if name in MULTI_PATCH else name
+        name if held_to_agreement(name) else pytest.param(name, marks=pytest.mark.skip(reason=MULTI_PATCH[name]))
         for name in list_models()
     ],
 )
