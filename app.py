@@ -747,15 +747,13 @@ def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, s
         raise gr.Error("Give a blurry photo first (Compare tab): upload, paste or drop one, or click an example.")
     photo = photos[0]
     model, trained = load_model(name, str(default_device()))
-    first = restore(photo.image, name, tile=0).image
-    history = [step_row(0, math.nan, first, photo.reference, model)]
-    yield adaptation_frame(first, history, photo, f"Step 0 of {steps}: the model's own output.")
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
 
     def work() -> None:
-        try:
+        try:  # step 0 comes from the adaptation's own first forward (on_first): no separate run of the model
             result = adapt(model, to_tensor(photo.image), steps=steps, lr=float(lr), cancel=stop.is_set,
+                           on_first=lambda image: updates.put(("step", 0, math.nan, to_uint8(image))),
                            callback=lambda step, loss, image: updates.put(("step", step, loss, to_uint8(image))))
             updates.put(("done", result))
         except Exception as error:  # every failure is handed to the loop below (which waits on the queue) and shown
@@ -763,18 +761,23 @@ def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, s
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
+    history: list[dict] = []
     try:
         while True:
             item = updates.get()
             if item[0] == "error":
                 raise gr.Error(f"Adaptation failed: {item[1]}")
             if item[0] == "done":
-                yield adaptation_frame(first, history, photo, adaptation_summary(item[1], name, trained))
+                yield adaptation_frame(history[0]["image"], history, photo, adaptation_summary(item[1], name, trained))
                 break
             _, step, loss, image = item
-            progress((step, steps), desc=f"adaptation step {step} of {steps}")
             history.append(step_row(step, loss, image, photo.reference, model))
-            yield adaptation_frame(first, history, photo, f"Step {step} of {steps}: Eq. 7 loss {loss:.5f}.")
+            if step == 0:
+                yield adaptation_frame(image, history, photo, f"Step 0 of {steps}: the model's own output.")
+                continue
+            progress((step, steps), desc=f"adaptation step {step} of {steps}")
+            status = f"Step {step} of {steps}: Eq. 7 loss {loss:.5f}."
+            yield adaptation_frame(history[0]["image"], history, photo, status)
     finally:
         stop.set()
 

@@ -5,7 +5,7 @@
 Starts ``python app.py`` in a fresh process (as ``benchmarks/app_latency.py`` does). A lone client first sends each
 request of the mix twice over, one after another; the second pass is the latency of a visitor who has the app to
 themself (the first, not counted, builds and loads every model). Then ``--clients`` clients, each in its own thread
-and session, send ``--requests`` requests each, all starting together. The mix is that of ``tests/test_load.py``:
+and session, send ``--requests`` requests each, all starting together. The mix (``MIX``, which ``tests/test_load.py`` also uses):
 comparisons with one or two light models and adaptations of 1-3 steps, each client in its own order. A request's
 latency runs from its submission to its answer with every file downloaded, as ``Client.predict`` does it; model runs
 share one slot, so under load most of it is waiting in the queue. Prints a markdown table: per-request p50 / p95 / max
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app_latency import free_port, start_app  # this folder is on the path when the script runs
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when imported as benchmarks.load_test (tests/test_load.py)
+
+from app_latency import free_port, start_app  # noqa: E402
 
 
 def compare(*models, context=()):
@@ -43,7 +44,7 @@ MIX = [compare("lmfn"), compare("reblur-n1"), compare("lmfn", "reblur-n2", conte
 
 
 def schedule(client: int, requests: int) -> list[int]:
-    """The requests (indices into MIX) of one client, as in tests/test_load.py."""
+    """The requests (indices into MIX) of one client: each client both compares and adapts, in its own order."""
     return [(client + 2 * k) % len(MIX) for k in range(requests)]
 
 

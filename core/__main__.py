@@ -101,20 +101,15 @@ def deblurred(image: np.ndarray, name: str, args: argparse.Namespace) -> tuple[n
     """One model's output for one image (adapted at test time when asked and the model can), and its seconds."""
     from core.inference import load_model, restore, to_tensor, to_uint8
 
-    if args.tta_steps and hasattr(create_model_cached(name), "reblur"):
+    model, _ = load_model(name)
+    if args.tta_steps and hasattr(model, "reblur"):
         from core.tta import adapt
 
         start = time.perf_counter()
-        adapted = adapt(load_model(name)[0], to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
+        adapted = adapt(model, to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
         return to_uint8(adapted.image), time.perf_counter() - start
     result = restore(image, name, tile=args.tile)
     return result.image, result.seconds
-
-
-def create_model_cached(name: str):
-    from core.inference import load_model
-
-    return load_model(name)[0]
 
 
 def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
@@ -161,7 +156,7 @@ def evaluate(args: argparse.Namespace) -> int:
             continue
         rows += scored
     if not rows:
-        print(f"no pair could be scored:\n  " + "\n  ".join(failures), file=sys.stderr)
+        print("no pair could be scored:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     summary = []
     for name in ["input", *args.models]:
@@ -209,7 +204,8 @@ def score_pair(label: str, blurry_path: Path, sharp_path: Path | None, args: arg
                "lpips": metrics.lpips_score(output, sharp) if lpips_ok and referenced else math.nan,
                "niqe": niqe_or_nan(output), "seconds": seconds}
         rows.append(row)
-        print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}", file=sys.stderr)
+        print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}",
+              file=sys.stderr)
     return rows
 
 

@@ -104,11 +104,14 @@ def adapt(
     lr: float = PAPER_LR,
     callback: Callable[[int, float, torch.Tensor], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    on_first: Callable[[torch.Tensor], None] | None = None,
 ) -> Adaptation:
     """Algorithm 1 on one image: ``steps`` Adam updates of a copy of ``model.deblur`` on Eq. 7, then matching.
 
     ``callback(step, loss, image)`` runs after every completed update (step = 1, 2, ...; image = the current
-    histogram-matched output, 1 x 3 x H x W in [0, 1]). ``cancel()`` is polled before every update; when it
+    histogram-matched output, 1 x 3 x H x W in [0, 1]). ``on_first(image)`` runs once, with the un-adapted
+    output (step 0, the same tensor as ``Adaptation.first``), as soon as it exists: a caller that shows step 0
+    needs no forward pass of its own. ``cancel()`` is polled before every update; when it
     returns True the adaptation stops and returns what it has, with ``cancelled`` set. ``model`` itself is
     never modified. Gradients are switched on inside, so callers may hold ``torch.no_grad()`` or
     ``torch.inference_mode()`` around it.
@@ -118,10 +121,10 @@ def adapt(
         device = next(model.deblur.parameters()).device
         # A copy made here is an ordinary tensor even when the caller's was made in inference mode.
         blurry = blurry.to(device=device, dtype=torch.float32).clone()
-        return _adapt(model, blurry, steps, lr, callback, cancel)
+        return _adapt(model, blurry, steps, lr, callback, cancel, on_first)
 
 
-def _adapt(model, blurry, steps, lr, callback, cancel) -> Adaptation:
+def _adapt(model, blurry, steps, lr, callback, cancel, on_first) -> Adaptation:
     height, width = blurry.shape[-2:]
     multiple = model.pad_multiple
     multiple_h, multiple_w = (multiple, multiple) if isinstance(multiple, int) else multiple
@@ -141,6 +144,8 @@ def _adapt(model, blurry, steps, lr, callback, cancel) -> Adaptation:
     latent = restore(steps > 0)  # L^0: Algorithm 1, line 4
     first = latent.detach().clamp(0.0, 1.0)
     result = Adaptation(image=first, losses=[], first=first, steps_done=0)
+    if on_first is not None:
+        on_first(first)
     if steps == 0:
         return result
 

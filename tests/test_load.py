@@ -22,6 +22,7 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 import app
+from benchmarks.load_test import MIX, adapt, compare, schedule
 from conftest import launched
 from core import tta
 from core.inference import default_device, load_model
@@ -36,22 +37,7 @@ EXAMPLE = {"blurry": app.ASSETS / "gopro-crowd-blur.png", "reference": app.ASSET
 LONG_STEPS = app.MAX_STEPS  # a long run: this many adaptation steps on EXAMPLE at the preview size
 
 
-def compare(*models, context=()):
-    return "/compare", {"models": list(models), "context": list(context)}
-
-
-def adapt(name, steps):
-    return "/adapt", {"name": name, "steps": steps}
-
-
 LONG_RUN = adapt("reblur-n1", LONG_STEPS)
-MIX = [compare("lmfn"), compare("reblur-n1"), compare("lmfn", "reblur-n2", context=[app.INPUT]),
-       adapt("reblur-n1", 1), adapt("reblur-n2", 2), adapt("reblur-n1", 3)]
-
-
-def schedule(client: int) -> list[int]:
-    """The requests (indices into MIX) of one client: each client both compares and adapts, in its own order."""
-    return [(client + 2 * k) % len(MIX) for k in range(PER_CLIENT)]
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +116,7 @@ def test_eight_clients_at_once_each_get_what_a_lone_client_gets(url, photo):
         with connect(url) as client:
             start.wait()  # every client is connected: from here on they all ask at once
             return [(i, shown(MIX[i][0], submit(client, MIX[i], photo).result(timeout=REQUEST_BOUND_S)))
-                    for i in schedule(index)]
+                    for i in schedule(index, PER_CLIENT)]
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         results = list(pool.map(visitor, range(CLIENTS)))

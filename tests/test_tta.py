@@ -200,3 +200,11 @@ def test_a_nan_loss_stops_before_any_update(model):
     assert result.steps_done == 0 and result.losses == []
     with torch.no_grad():
         assert torch.equal(result.image, model(x))
+
+
+def test_on_first_hands_over_the_unadapted_output_before_any_step(model):
+    seen = []
+    result = adapt(model, odd_image(), steps=2, lr=1e-4, on_first=lambda image: seen.append(("first", image)),
+                   callback=lambda step, loss, image: seen.append(("step", step)))
+    assert [kind for kind, _ in seen] == ["first", "step", "step"]
+    assert torch.equal(seen[0][1], result.first)
