@@ -47,7 +47,7 @@ from core.blur import blur_image, trajectory_kernel
 from core.complexity import parameter_count
 from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
 from core.images import ImageError, read_image, write_png
-from core.inference import default_device, load_model, restore, to_tensor, to_uint8
+from core.inference import default_device, load_model, release_memory, restore, to_tensor, to_uint8
 from core.metrics import MetricUnavailable, lpips_score, niqe, psnr, reblur_score, ssim
 from core.models.base import MIN_SIDE
 from core.registry import checkpoint_path, get_card, list_models, shipped_card
@@ -597,6 +597,29 @@ def served(handler):
     return returned
 
 
+def releasing_memory(handler):
+    """The handler, then the heap's free memory handed back to the system (``core.inference.release_memory``):
+    between requests an idle app holds its weights, not the last run's activations."""
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def streamed(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            finally:
+                release_memory()
+
+        return streamed
+
+    @functools.wraps(handler)
+    def returned(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            release_memory()
+
+    return returned
+
+
 # Handlers
 
 
@@ -969,7 +992,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                       "picker": picker, "zoom": zoom, "kernels": kernels, "errors": errors}
         components |= {f"maps {i}": gallery for i, gallery in enumerate(map_galleries)}
         compare_event = compare_button.click(
-            on_gpu(served(compare)), [blurry, reference, more, more_references, models, context, size],
+            on_gpu(served(releasing_memory(compare))), [blurry, reference, more, more_references, models, context, size],
             [components[name] for name in compare_outputs(groups)], api_name="compare", show_progress_on=[status],
             **heavy,
         )
@@ -985,7 +1008,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
         crop.release(served(set_crop), [session, photo, crop], [picker, zoom], api_visibility="private",
                      show_progress="hidden")
         adapt_event = adapt_button.click(
-            on_gpu(served(adaptation)), [blurry, reference, adapt_model, steps, lr, size],
+            on_gpu(served(releasing_memory(adaptation))), [blurry, reference, adapt_model, steps, lr, size],
             [adapted, adapt_slider, curve, adapt_table, adapt_status], api_name="adapt",
             show_progress_on=[adapt_status], **heavy,
         )

@@ -253,3 +253,25 @@ def test_every_awkward_upload_is_named_or_run_and_the_app_goes_on(pair, tmp_path
     assert rows == {"street.png", *runnable, f"mean of {len(runnable) + 1}"}
     again = frames(app.compare(blurry, reference, models=["lmfn"], context=[], size="full"))[-1]
     assert [row["image"] for row in records(again["table"])] == ["street.png"]
+
+
+def test_heavy_handlers_hand_memory_back_when_they_end_however_they_end(monkeypatch):
+    released = []
+    monkeypatch.setattr(app, "release_memory", lambda: released.append(True))
+
+    def stream():
+        yield 1
+        yield 2
+
+    updates = app.releasing_memory(stream)()
+    assert next(updates) == 1 and not released  # not while the request runs
+    updates.close()  # a visitor who cancels: Gradio closes the stream
+    assert released == [True]
+
+    def failing():
+        raise ValueError("bad photo")
+
+    with pytest.raises(ValueError):
+        app.releasing_memory(failing)()
+    assert released == [True, True]
+    assert app.releasing_memory(lambda: 3)() == 3 and len(released) == 3

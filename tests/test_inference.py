@@ -1,5 +1,8 @@
 import contextlib
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,8 @@ from core.inference import (
 from core.metrics import psnr
 from core.registry import checkpoint_path, list_models, shipped_architecture
 from core.statistics import Statistics, record, replay, statistic_modules
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Networks whose output depends on where their own input is cut into patches agree with the whole run only as far
 # as their weights make the patch borders matter little: FCN's shipped weights do (47 dB here, 52 dB on a GoPro crop:
@@ -253,3 +258,32 @@ def test_automatic_tiles_do_not_overhang_a_wide_image():
     tile_h, tile_w = auto_tile("fcn", 720, 1280, budget_bytes=budget)
     computed = len(tile_starts(720, tile_h, 32)) * len(tile_starts(1280, tile_w, 32)) * tile_h * tile_w
     assert computed < 1.35 * 720 * 1280, (tile_h, tile_w, computed)
+
+
+MAPPED_SCRIPT = """
+import ctypes, sys, torch
+from core.inference import keep_freed_memory, _libc
+
+class MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+_libc().mallinfo2.restype = MallInfo
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+before = _libc().mallinfo2().hblkhd
+x = torch.rand(1, 24, 720, 1280)  # 88 MB: above glibc's largest default mmap threshold (32 MB)
+print(_libc().mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    def mapped_bytes(mode):
+        run = subprocess.run([sys.executable, "-c", MAPPED_SCRIPT, mode], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert mapped_bytes("default") >= 24 * 720 * 1280 * 4  # glibc's default: mapped from the kernel
+    assert mapped_bytes("keep") == 0  # from the heap, where freed memory stays for the next activation
