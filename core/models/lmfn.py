@@ -40,6 +40,8 @@ Choices where the paper is silent or ambiguous (source in brackets):
   to the output, here on the [0, 1] scale.
 - Loss is the MSE of Eq. 4 on the restored image only, so the base class's forward_train suffices.
 - Weights use PyTorch's default initialisation (the paper names none).
+- Every LeakyReLU works in place (each follows a fresh conv output or sum): at 1280x720 on one thread the
+  out-of-place ones took 18 % of the run.
 - Parameter count: 1,223,766. The lineage release reports 1.248M because it also builds two convolutions it
   never uses (a 3x3 50 -> 50 and a 3x3 50 -> 3, 23,903 parameters) and two MeanShift convs; the paper says 1.25M.
 """
@@ -78,7 +80,7 @@ class MSHF(nn.Module):
         self.res_eighth_after = ResBlock(channels)
         self.res_quarter_before = nn.Sequential(ResBlock(channels), ResBlock(channels))
         self.res_quarter_after = nn.Sequential(ResBlock(channels), ResBlock(channels), ResBlock(channels))
-        self.act = nn.LeakyReLU(negative_slope)
+        self.act = nn.LeakyReLU(negative_slope, inplace=True)  # always on a fresh conv output or sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f0 = self.act(self.head(x))
@@ -135,7 +137,7 @@ class RFDB(nn.Module):
         self.distill_last = nn.Conv2d(channels, distilled, 3, padding=1)
         self.fuse = nn.Conv2d(distilled * (steps + 1), channels, 1)
         self.esa = ESA(channels)
-        self.act = nn.LeakyReLU(negative_slope)
+        self.act = nn.LeakyReLU(negative_slope, inplace=True)  # always on a fresh conv output or sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         distilled = []
@@ -154,7 +156,8 @@ class ALFM(nn.Module):
     def __init__(self, channels: int, *, layers: int = 4, negative_slope: float = 0.05) -> None:
         super().__init__()
         self.theta = nn.Parameter(torch.zeros(1))
-        self.fusion = nn.Sequential(nn.Conv2d(layers * channels, channels, 1), nn.LeakyReLU(negative_slope))
+        self.fusion = nn.Sequential(nn.Conv2d(layers * channels, channels, 1),
+                                    nn.LeakyReLU(negative_slope, inplace=True))
 
     def forward(self, layers: list[torch.Tensor], maps: MapRecorder) -> torch.Tensor:
         f_g = torch.cat(layers, dim=1)
