@@ -128,7 +128,7 @@ class CAB(nn.Module):
         self.attention = ChannelAttention(channels, reduction=reduction, bias=False)
 
     def forward(self, x):
-        return x + self.attention(self.body(x))
+        return self.attention(self.body(x)).add_(x)  # in place on a fresh product: safe for autograd
 
 
 class ProcessingBlock(nn.Module):
