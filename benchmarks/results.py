@@ -26,11 +26,32 @@ SETS = {"gopro_dev": "gopro_dev", "kohler": "real_blurry/kohler"}
 
 
 def run_evaluations(data: Path, models: str) -> None:
+    """Evaluate; with named models (not ``all``) only their rows are replaced in the stored results."""
     for key, folder in SETS.items():
+        output = RESULTS / key if models == "all" else RESULTS / key / "partial"
         command = [sys.executable, "-m", "core", "evaluate", "--model", models, "--data", str(data / folder),
-                   "--output", str(RESULTS / key)]
+                   "--output", str(output)]
         print("+", " ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
+        if models != "all":
+            merge_partial(RESULTS / key, output)
+
+
+def merge_partial(folder: Path, partial: Path) -> None:
+    """Replace the stored rows of the models in ``partial`` (the input's rows too: recomputed, identical)."""
+    stored = json.loads((folder / "evaluation.json").read_text())
+    new = json.loads((partial / "evaluation.json").read_text())
+    for part in ("summary", "images"):
+        replaced = {row["model"] for row in new[part]}
+        stored[part] = [row for row in stored[part] if row["model"] not in replaced] + new[part]
+    (folder / "evaluation.json").write_text(json.dumps(stored, indent=2) + "\n")
+    columns = list(stored["images"][0])
+    lines = [",".join(columns)] + [",".join("nan" if row[c] is None else str(row[c]) for c in columns)
+                                   for row in stored["images"]]
+    (folder / "evaluation.csv").write_text("\n".join(lines) + "\n")
+    for name in ("evaluation.json", "evaluation.csv"):
+        (partial / name).unlink(missing_ok=True)
+    partial.rmdir()
 
 
 def summaries() -> dict[str, dict[str, dict]]:

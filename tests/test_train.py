@@ -180,6 +180,30 @@ def test_reduced_architecture_travels_with_the_weights(photos, teacher_path, tmp
     assert card["parameters"] < sum(p.numel() for p in create_model("reblur-n1").parameters()) / 10
 
 
+def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos, teacher_path, tmp_path):
+    from train.ship import ship
+
+    reduced = {"deblur_widths": [8, 16, 24], "deblur_resblocks": 1, "reblur_channels": 8}
+    first = merge(tiny_config("reblur-n1", teacher_path), {"architecture": reduced})
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "one", config=first, context=CPU,
+          max_steps=2, progress=False, val=None)
+    ship(tmp_path / "one", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
+    second = merge(first, {"train": {"seed": 1, "init": str(tmp_path / "ckpt" / "reblur-n1.safetensors")}})
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "two", config=second, context=CPU,
+          max_steps=2, progress=False, val=None)
+    card = ship(tmp_path / "two", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
+    assert [stage["seed"] for stage in card["stages"]] == [0, 1]
+    assert card["steps"] == 4 and card["samples"] == 8  # totals; each stage's own figures under "stages"
+    assert "2 stages" in card["headline"] and "2 x 2 crops of 32 px + 2 x 2 crops" in card["headline"]
+    third = merge(second, {"train": {"seed": 2}})  # the card now describes the second stage's file
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "three", config=third, context=CPU,
+          max_steps=1, progress=False, val=None)
+    assert len(ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")["stages"]) == 3
+    (tmp_path / "ckpt" / "reblur-n1.safetensors").write_bytes(b"not what the card describes")
+    with pytest.raises(ValueError, match="describes"):
+        ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
+
+
 def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):
     from train.trainer import initialise_from
 

@@ -42,8 +42,9 @@ def mean_psnr(model, pairs: ValidationPairs) -> float:
     return validate(model, pairs, Context(rank=0, world=1, device=torch.device("cpu")))["psnr"]
 
 
-def headline(name: str, run_card: dict, architecture: dict) -> str:
-    """One line naming the architecture (and how it departs from the registered variant) and the schedule."""
+def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] | None = None) -> str:
+    """One line naming the architecture (and how it departs from the registered variant) and the schedule; with
+    ``earlier`` stages (a run continuing the shipped checkpoint), the steps of every stage and the totals."""
     def plain(value):
         return tuple(value) if isinstance(value, list) else value
 
@@ -58,12 +59,43 @@ def headline(name: str, run_card: dict, architecture: dict) -> str:
     shape = "registered architecture" if not changes else "reduced architecture: " + ", ".join(changes)
     device = "GPU" if "cuda" in run_card["hardware"].lower() or "nvidia" in run_card["hardware"].lower() else "CPU"
     start = config["train"].get("init")
+    if earlier:
+        stages = [*earlier, stage_summary(run_card)]
+        steps = " + ".join(f"{stage['steps']:,} x {stage['batch_size']} crops of {stage['crop']} px" for stage in stages)
+        return (
+            f"{name}, {shape}; {device} schedule in {len(stages)} stages, each continuing the last: {steps} steps "
+            f"({sum(stage['samples'] for stage in stages):,} samples), "
+            f"{sum(stage['wall_seconds'] for stage in stages) / 60:.0f} min on {run_card['hardware']}"
+        )
     shape += f"; started from {start}" if start else ""
     return (
         f"{name}, {shape}; {device} schedule: {run_card['steps']:,} steps x {config['data']['batch_size']} crops of "
         f"{config['data']['crop']} px ({run_card['samples']:,} samples), {run_card['wall_seconds'] / 60:.0f} min on "
         f"{run_card['hardware']}"
     )
+
+
+def stage_summary(card: dict) -> dict:
+    """One training stage as a shipped card's ``stages`` lists it (from a run's card.json)."""
+    config = card["config"]
+    return {"steps": card["steps"], "samples": card["samples"], "wall_seconds": card["wall_seconds"],
+            "batch_size": config["data"]["batch_size"], "crop": config["data"]["crop"], "lr": config["optim"]["lr"],
+            "seed": config["train"]["seed"], "init": config["train"].get("init"), "hardware": card["hardware"],
+            "validation_best": card.get("validation_best")}
+
+
+def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
+    """The stages behind the shipped checkpoint when this run started from it (``[train] init`` naming
+    ``<out_dir>/<name>.safetensors``, still the file its card describes); [] otherwise."""
+    start = run_card["config"]["train"].get("init")
+    target = out_dir / f"{name}.safetensors"
+    shipped = out_dir / f"{name}.json"
+    if not start or not target.is_file() or not shipped.is_file() or Path(start).resolve() != target.resolve():
+        return []
+    card = json.loads(shipped.read_text())
+    if card.get("sha256") != sha256(target):
+        raise ValueError(f"{target} is not the file {shipped} describes: cannot say what this run continued")
+    return card.get("stages") or [stage_summary(card)]
 
 
 def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
@@ -91,6 +123,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
             "fp16_psnr_cost_db": round(cost, 4),
             "measured_on": f"{len(pairs)} centre crops of at most {crop} px from {data}",
         }
+    earlier = earlier_stages(run_card, name, out_dir)  # read before the shipped files are replaced
     state = {
         key: (value.half() if precision["dtype"] == "float16" and value.is_floating_point() else value).contiguous()
         for key, value in load_file(str(source)).items()
@@ -104,7 +137,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
 
     card = {
         "model": name,
-        "headline": headline(name, run_card, architecture),
+        "headline": headline(name, run_card, architecture, earlier),
         "trained": True,
         "paper": run_card["paper"],
         "architecture_overrides": architecture,
@@ -119,5 +152,9 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
                                            "config")},
         "scores": {},  # filled by benchmarks/results.py from `python -m core evaluate`
     }
+    if earlier:  # totals over every stage; each stage's own figures (this run's last) under "stages"
+        card["stages"] = [*earlier, stage_summary(run_card)]
+        for key in ("steps", "samples", "wall_seconds"):
+            card[key] = sum(stage[key] for stage in card["stages"])
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
