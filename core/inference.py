@@ -183,8 +183,11 @@ class _PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # an in-place op (relu_, add_) hands back its input's storage: nothing new is allocated
+        inputs = {a.untyped_storage()._cdata for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor)}
         for tensor in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(tensor, torch.Tensor) and tensor._base is None:
+            if isinstance(tensor, torch.Tensor) and tensor._base is None \
+                    and tensor.untyped_storage()._cdata not in inputs:
                 size = tensor.untyped_storage().nbytes()
                 self.live += size
                 self.peak = max(self.peak, self.live)

@@ -287,3 +287,18 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
 
     assert mapped_bytes("default") >= 24 * 720 * 1280 * 4  # glibc's default: mapped from the kernel
     assert mapped_bytes("keep") == 0  # from the heap, where freed memory stays for the next activation
+
+
+def test_peak_memory_counts_new_tensors_not_in_place_results():
+    from core.inference import _PeakMemory
+
+    with torch.device("meta"):
+        x = torch.empty(1, 8, 100, 100)
+    with torch.inference_mode(), _PeakMemory() as tracker:
+        y = torch.relu(x)  # new: 320,000 bytes
+        y.add_(x).relu_()  # in place: no new memory
+        z = y * 2  # new
+        del z
+        w = y + 1  # new, after z was freed
+    assert tracker.peak == 2 * 8 * 100 * 100 * 4
+    del y, w

@@ -130,3 +130,17 @@ def test_checkpoint_round_trip_and_clear_errors(name, tmp_path, monkeypatch):
     save_file({"unrelated.weight": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="does not match"):
         create_model(name, pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["fcn", "lmfn", "gradientnet", "reblur-n1", "sp-unet"])
+def test_in_place_inference_changes_no_bit(name):
+    """The in-place shortcuts taken when no gradient is recorded (FCN's PReLU and channel attention, residual sums,
+    LMFN's LeakyReLUs) give exactly the output of the recorded (autograd) path."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.enable_grad():
+        recorded = model(x.requires_grad_())
+    with torch.inference_mode():
+        fast = model(x.detach())
+    assert torch.equal(recorded.detach(), fast)

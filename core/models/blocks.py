@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -10,8 +11,9 @@ class ChannelAttention(nn.Module):
     GradientNet's MBRB/MBRU: global average pool, 1x1 down by ``reduction``,
     ReLU, 1x1 up, sigmoid, and a per-channel rescale of the input."""
 
-    def __init__(self, channels: int, *, reduction: int = 16, bias: bool = True) -> None:
+    def __init__(self, channels: int, *, reduction: int = 16, bias: bool = True, inplace: bool = False) -> None:
         super().__init__()
+        self.inplace = inplace  # rescale the input itself when no gradient is recorded (the caller's input is fresh)
         hidden = max(1, channels // reduction)
         self.squeeze = nn.AdaptiveAvgPool2d(1)
         self.excite = nn.Sequential(
@@ -22,7 +24,8 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x):
-        return x * self.excite(self.squeeze(x))
+        scale = self.excite(self.squeeze(x))
+        return x.mul_(scale) if self.inplace and not torch.is_grad_enabled() else x * scale
 
 
 class ResBlock(nn.Module):
