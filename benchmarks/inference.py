@@ -1,7 +1,7 @@
 """Inference latency, peak memory and the FLOP floor of every registered model on this machine.
 
     python benchmarks/inference.py [--threads 2] [--sizes 256x256 720x1280 4000x6000] [--models a,b] [--skip-slow]
-                                   [--no-huge-pages] [--keep-freed-memory]
+                                   [--huge-pages] [--keep-freed-memory]
 
 Each (model, size) runs in a fresh process (so its peak resident memory is its own), through
 ``core.inference.restore`` with the automatic tile size; latency is the best of ``--repeats`` runs after a
@@ -68,13 +68,13 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated (default: all)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-slow", type=float, default=600.0, help="skip runs whose floor exceeds this many s")
-    parser.add_argument("--no-huge-pages", action="store_true", help="THP_MEM_ALLOC_ENABLE=0 (PyTorch's default)")
+    parser.add_argument("--huge-pages", action="store_true", help="THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge-page option)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="DEBLUR_KEEP_FREED_MEMORY=1: faster, more resident memory (core.inference.keep_freed_memory)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.no_huge_pages:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = "0"  # inherited by the measuring processes
+    if args.huge_pages:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # inherited by the measuring processes
     if args.keep_freed_memory:
         os.environ["DEBLUR_KEEP_FREED_MEMORY"] = "1"
     if args.one:

@@ -89,17 +89,10 @@ def default_device() -> torch.device:
 
 @functools.lru_cache(maxsize=1)
 def set_cpu_threads() -> int:
-    """Use every core this process may run on (PyTorch's default can exceed a container's CPU quota); ask for
-    huge pages for large tensors; keep freed memory in the heap when ``DEBLUR_KEEP_FREED_MEMORY=1``.
-
-    Huge pages: PyTorch aligns allocations of 2 MB or more to 2 MB and marks them for transparent huge pages when
-    ``THP_MEM_ALLOC_ENABLE`` is set (read at its first large allocation; set here unless the caller chose). A fresh
-    activation then faults in 512 times fewer pages: FCN 18.3 -> 15.6 s at 1280x720 on one thread, same peak
-    memory. Where the kernel's THP mode is ``never`` nothing changes. See ``keep_freed_memory`` for the other knob.
-    """
+    """Use every core this process may run on (PyTorch's default can exceed a container's CPU quota); keep freed
+    memory in the heap when ``DEBLUR_KEEP_FREED_MEMORY=1`` (``keep_freed_memory``)."""
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     if os.environ.get("DEBLUR_KEEP_FREED_MEMORY") == "1":
         keep_freed_memory()
     return threads
@@ -129,10 +122,12 @@ def keep_freed_memory() -> bool:
     glibc maps every block over 32 MB (one 720p activation of 24 channels is 88 MB) straight from the kernel and
     unmaps it when freed, so each of a network's hundreds of activations pays for faulting in and zeroing new
     pages. With large blocks from the heap (no mmap, one arena, trimmed above 1 GiB of free top) freed activations
-    are mostly reused: FCN 18.3 -> 11.7 s at 1280x720 on one thread (three fresh processes each), but its peak
-    resident memory grows from 2.7 to 3.7 GiB (fragmentation), past the 4 GB this project allows at 1280x720 --
-    hence not the default. ``release_memory()`` hands the free heap back (the app calls it after each request).
-    Returns whether the settings took.
+    are mostly reused: at 1280x720 on 2 threads FCN ran in 5.66 s instead of 8.34, SP in 5.79 instead of 6.81,
+    but FCN's peak resident memory grew from 2.53 to 3.65 GiB (fragmentation), close to the 4 GB this project allows
+    at 1280x720, and with PyTorch's huge-page option also on it reached 4.80 GiB -- hence opt-in, not the default
+    (``python benchmarks/inference.py --keep-freed-memory``; README, *Benchmarks*). That huge-page option
+    (``THP_MEM_ALLOC_ENABLE=1``, ``--huge-pages``) alone was no gain (FCN 8.41 s). ``release_memory()`` hands the
+    free heap back (the app calls it after each request). Returns whether the settings took.
     """
     libc = _libc()
     if libc is None:

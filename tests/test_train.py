@@ -194,7 +194,7 @@ def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos,
     card = ship(tmp_path / "two", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
     assert [stage["seed"] for stage in card["stages"]] == [0, 1]
     assert card["steps"] == 4 and card["samples"] == 8  # totals; each stage's own figures under "stages"
-    assert "2 stages" in card["headline"] and "2 x 2 crops of 32 px + 2 x 2 crops" in card["headline"]
+    assert "2 stages" in card["headline"] and "2 steps x 2 crops of 32 px, then 2 steps x 2 crops" in card["headline"]
     third = merge(second, {"train": {"seed": 2}})  # the card now describes the second stage's file
     train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "three", config=third, context=CPU,
           max_steps=1, progress=False, val=None)

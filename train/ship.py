@@ -61,9 +61,10 @@ def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] 
     start = config["train"].get("init")
     if earlier:
         stages = [*earlier, stage_summary(run_card)]
-        steps = " + ".join(f"{stage['steps']:,} x {stage['batch_size']} crops of {stage['crop']} px" for stage in stages)
+        steps = ", then ".join(f"{stage['steps']:,} steps x {stage['batch_size']} crops of {stage['crop']} px"
+                               for stage in stages)
         return (
-            f"{name}, {shape}; {device} schedule in {len(stages)} stages, each continuing the last: {steps} steps "
+            f"{name}, {shape}; {device} schedule in {len(stages)} stages, each continuing the last: {steps} "
             f"({sum(stage['samples'] for stage in stages):,} samples), "
             f"{sum(stage['wall_seconds'] for stage in stages) / 60:.0f} min on {run_card['hardware']}"
         )
