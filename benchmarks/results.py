@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.__main__ import write_report  # noqa: E402
 from core.registry import checkpoint_path, list_models, shipped_card  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,11 +45,7 @@ def merge_partial(folder: Path, partial: Path) -> None:
     for part in ("summary", "images"):
         replaced = {row["model"] for row in new[part]}
         stored[part] = [row for row in stored[part] if row["model"] not in replaced] + new[part]
-    (folder / "evaluation.json").write_text(json.dumps(stored, indent=2) + "\n")
-    columns = list(stored["images"][0])
-    lines = [",".join(columns)] + [",".join("nan" if row[c] is None else str(row[c]) for c in columns)
-                                   for row in stored["images"]]
-    (folder / "evaluation.csv").write_text("\n".join(lines) + "\n")
+    write_report(folder, stored["summary"], stored["images"])
     for name in ("evaluation.json", "evaluation.csv"):
         (partial / name).unlink(missing_ok=True)
     partial.rmdir()

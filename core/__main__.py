@@ -167,13 +167,7 @@ def evaluate(args: argparse.Namespace) -> int:
     for row in summary:
         print(f"{row['model']:<12}{row['psnr']:>8.2f}{row['ssim']:>8.4f}{row['lpips']:>8.4f}{row['niqe']:>8.2f}{row['seconds']:>9.2f}")
     if args.output:
-        args.output.mkdir(parents=True, exist_ok=True)
-        with (args.output / "evaluation.csv").open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        report = {"summary": summary, "images": rows}
-        (args.output / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        write_report(args.output, summary, rows)
     if failures:
         print(f"{len(failures)} of {len(pairs)} left out:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
@@ -207,6 +201,18 @@ def score_pair(label: str, blurry_path: Path, sharp_path: Path | None, args: arg
         print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}",
               file=sys.stderr)
     return rows
+
+
+def write_report(folder: Path, summary: list[dict], rows: list[dict]) -> None:
+    """``evaluation.csv`` (one row per image and method; a missing score as nan) and ``evaluation.json``
+    (the summary and the rows; a missing score as null) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "evaluation.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({key: math.nan if value is None else value for key, value in row.items()} for row in rows)
+    report = {"summary": summary, "images": rows}
+    (folder / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
 
 
 def json_safe(value):

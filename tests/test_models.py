@@ -135,12 +135,15 @@ def test_checkpoint_round_trip_and_clear_errors(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["fcn", "lmfn", "gradientnet", "reblur-n1", "sp-unet"])
 def test_in_place_inference_changes_no_bit(name):
     """The in-place shortcuts taken when no gradient is recorded (FCN's PReLU and channel attention, residual sums,
-    LMFN's LeakyReLUs) give exactly the output of the recorded (autograd) path."""
+    LMFN's LeakyReLUs) give exactly the output and the maps of the recorded (autograd) path: no map the app shows
+    is a tensor that a later in-place op overwrote."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.enable_grad():
-        recorded = model(x.requires_grad_())
+        recorded, recorded_maps = model(x.requires_grad_(), return_maps=True)
     with torch.inference_mode():
-        fast = model(x.detach())
+        fast, fast_maps = model(x.detach(), return_maps=True)
     assert torch.equal(recorded.detach(), fast)
+    assert recorded_maps.keys() == fast_maps.keys() and recorded_maps
+    assert all(torch.equal(recorded_maps[key].detach(), fast_maps[key]) for key in fast_maps)
