@@ -47,7 +47,7 @@ from core.blur import blur_image, trajectory_kernel
 from core.complexity import parameter_count
 from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
 from core.images import ImageError, read_image, write_png
-from core.inference import default_device, load_model, release_memory, restore, to_tensor, to_uint8
+from core.inference import default_device, load_model, restore, reusing_freed_memory, to_tensor, to_uint8
 from core.metrics import MetricUnavailable, lpips_score, niqe, psnr, reblur_score, ssim
 from core.models.base import MIN_SIDE
 from core.registry import checkpoint_path, get_card, list_models, shipped_card
@@ -598,24 +598,21 @@ def served(handler):
 
 
 def releasing_memory(handler):
-    """The handler, then the heap's free memory handed back to the system (``core.inference.release_memory``):
-    between requests an idle app holds its weights, not the last run's activations."""
+    """The handler run inside ``core.inference.reusing_freed_memory``: its activations reuse freed heap memory, and
+    when the request ends, however it ends, the free heap goes back to the system (unless
+    ``DEBLUR_REUSE_MEMORY=keep``): between requests an idle app holds its weights, not the last run's activations."""
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
         def streamed(*args, **kwargs):
-            try:
+            with reusing_freed_memory():
                 yield from handler(*args, **kwargs)
-            finally:
-                release_memory()
 
         return streamed
 
     @functools.wraps(handler)
     def returned(*args, **kwargs):
-        try:
+        with reusing_freed_memory():
             return handler(*args, **kwargs)
-        finally:
-            release_memory()
 
     return returned
 

@@ -1,5 +1,5 @@
 """What a fresh activation costs: an out-of-place and an in-place add on 24-channel 1280x720 maps (88 MB), one
-thread, with glibc's default allocator and with ``core.inference.keep_freed_memory`` (each in a fresh process).
+thread, with glibc's default allocator and inside ``core.inference.reusing_freed_memory`` (each in a fresh process).
 
     python benchmarks/allocator.py [--repeats 10]
 """
@@ -7,6 +7,7 @@ thread, with glibc's default allocator and with ``core.inference.keep_freed_memo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,9 @@ def measure(mode: str, repeats: int) -> tuple[float, float]:
 
     import torch
 
-    from core.inference import keep_freed_memory
+    from core.inference import reusing_freed_memory
 
     torch.set_num_threads(1)
-    if mode == "keep":
-        assert keep_freed_memory()
     a, b = torch.rand(1, 24, 720, 1280), torch.rand(1, 24, 720, 1280)
 
     def best(step) -> float:
@@ -36,7 +35,8 @@ def measure(mode: str, repeats: int) -> tuple[float, float]:
             times.append(time.perf_counter() - start)
         return min(times) * 1000
 
-    return best(lambda: a + b), best(lambda: a.add_(b))
+    with reusing_freed_memory() if mode == "reuse" else contextlib.nullcontext():
+        return best(lambda: a + b), best(lambda: a.add_(b))
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
         print(*measure(args.one, args.repeats))
         return
     print("| allocator | a + b (ms) | a.add_(b) (ms) |\n|---|---|---|")
-    for mode, label in (("default", "glibc default"), ("keep", "keep_freed_memory")):
+    for mode, label in (("default", "glibc default"), ("reuse", "reusing_freed_memory")):
         run = subprocess.run([sys.executable, __file__, "--one", mode, "--repeats", str(args.repeats)],
                              check=True, capture_output=True, text=True)
         out_of_place, in_place = map(float, run.stdout.split())

@@ -17,9 +17,10 @@ import functools
 import math
 import os
 import sys
+import threading
 import time
 import weakref
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,10 @@ from core.statistics import record, replay, statistic_modules
 # (FCN and SP need 1.9 and 2.2 GB), so tiling -- inexact for FCN, whose patch stages zero-pad each patch -- starts
 # above that; with the weights, the input and the blended output a 1280x720 run stays under 4 GB of memory.
 DEFAULT_BUDGET_BYTES = 2_500_000_000
+# Share of the budget one tile may use when an image runs in tiles. A tiled run also holds the whole image, its
+# blended output and (with ``reusing_freed_memory``) the heap fragmented by the tiles before: with whole-budget
+# tiles a 24-megapixel run peaked at 6.40 GiB (FCN) and 6.17 (GradientNet), over this project's 6 GB.
+TILE_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -89,17 +94,15 @@ def default_device() -> torch.device:
 
 @functools.lru_cache(maxsize=1)
 def set_cpu_threads() -> int:
-    """Use every core this process may run on (PyTorch's default can exceed a container's CPU quota); keep freed
-    memory in the heap when ``DEBLUR_KEEP_FREED_MEMORY=1`` (``keep_freed_memory``)."""
+    """Use every core this process may run on (PyTorch's default can exceed a container's CPU quota)."""
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
-    if os.environ.get("DEBLUR_KEEP_FREED_MEMORY") == "1":
-        keep_freed_memory()
     return threads
 
 
-# glibc mallopt parameters (malloc.h)
+# glibc mallopt parameters (malloc.h) and the defaults ``reusing_freed_memory`` restores
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,26 +117,60 @@ def _libc():
     return libc
 
 
-@functools.lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
-    """Serve large tensors from the process heap instead of fresh pages: faster, more resident memory (glibc only;
-    a no-op elsewhere). Opt-in: ``DEBLUR_KEEP_FREED_MEMORY=1`` or a call before the first run.
+def reuse_mode() -> str:
+    """``DEBLUR_REUSE_MEMORY``: "call" (the default), "keep" or "off" (see ``reusing_freed_memory``)."""
+    mode = os.environ.get("DEBLUR_REUSE_MEMORY", "call").strip().lower()
+    if mode not in ("call", "keep", "off"):
+        raise ValueError(f"DEBLUR_REUSE_MEMORY={mode!r}: expected call, keep or off")
+    return mode
 
-    glibc maps every block over 32 MB (one 720p activation of 24 channels is 88 MB) straight from the kernel and
-    unmaps it when freed, so each of a network's hundreds of activations pays for faulting in and zeroing new
-    pages. With large blocks from the heap (no mmap, one arena, trimmed above 1 GiB of free top) freed activations
-    are mostly reused: at 1280x720 on 2 threads FCN ran in 5.66 s instead of 8.34, SP in 5.79 instead of 6.81,
-    but FCN's peak resident memory grew from 2.53 to 3.65 GiB (fragmentation), close to the 4 GB this project allows
-    at 1280x720, and with PyTorch's huge-page option also on it reached 4.80 GiB -- hence opt-in, not the default
-    (``python benchmarks/inference.py --keep-freed-memory``; README, *Benchmarks*). That huge-page option
-    (``THP_MEM_ALLOC_ENABLE=1``, ``--huge-pages``) alone was no gain (FCN 8.41 s). ``release_memory()`` hands the
-    free heap back (the app calls it after each request). Returns whether the settings took.
+
+_reuse_lock = threading.Lock()
+_reusers = 0  # callers inside ``reusing_freed_memory`` now (app requests run concurrently)
+
+
+@contextmanager
+def reusing_freed_memory():
+    """Within: freed large blocks stay in the process heap for the next tensor. glibc only; a no-op elsewhere.
+    ``restore`` runs inside it, and so does every app request.
+
+    By default glibc maps every block over 32 MB (one 1280x720 map of 24 channels is 88 MB) straight from the
+    kernel and unmaps it when freed, so each of a network's hundreds of activations pays for faulting in zeroed
+    pages, which is slow in this virtual machine (``python benchmarks/allocator.py``, one thread: an out-of-place
+    add of two such maps 48.1 ms, in place 5.8, out of place with heap reuse 8.8). Inside, blocks come from the
+    heap (``M_MMAP_MAX`` 0, one arena) and freed ones stay there (``M_TRIM_THRESHOLD`` 1 GiB), so most
+    activations reuse pages already faulted in. The price is fragmentation while the run lasts: FCN's peak
+    resident memory at 1280x720 grows from 2.5 to 3.2 GiB (README, *Benchmarks*).
+
+    ``DEBLUR_REUSE_MEMORY`` chooses what happens when the last concurrent caller leaves:
+    - "call" (default): glibc's defaults come back and the free heap is returned to the system (``malloc_trim``):
+      an idle process holds its weights, not the last run's activations; the next run faults its pages in again.
+    - "keep": the heap keeps its free memory for the next call (faster for a batch of same-size images: FCN 1280x720
+      5.8 s against 6.3; resident memory stays at the largest run's); ``release_memory()`` returns it.
+    - "off": glibc's defaults throughout.
+    (Setting these parameters ends glibc's dynamic mmap threshold for the process: it stays where it had grown
+    to, at most 32 MB.)
     """
-    libc = _libc()
-    if libc is None:
-        return False
-    return all(libc.mallopt(option, value) == 1
-               for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30)))
+    global _reusers
+    libc, mode = _libc(), reuse_mode()
+    if libc is None or mode == "off":
+        yield
+        return
+    with _reuse_lock:
+        if _reusers == 0:
+            libc.mallopt(_M_ARENA_MAX, 1)  # arenas made later (new threads) share the main heap and its free blocks
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        _reusers += 1
+    try:
+        yield
+    finally:
+        with _reuse_lock:
+            _reusers -= 1
+            if _reusers == 0 and mode == "call":
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                libc.malloc_trim(0)
 
 
 def release_memory() -> None:
@@ -156,13 +193,17 @@ def load_model(name: str, device: str | torch.device = "cpu") -> tuple[torch.nn.
 def _load_model(name: str, device: str) -> tuple[torch.nn.Module, bool]:
     trained = checkpoint_path(name).is_file()
     model = create_model(name, pretrained=trained).to(device)
-    # 2-D convolution weights channels-last (NHWC), the layout of the images ``to_tensor`` makes: oneDNN then runs
-    # the convolutions without reordering (13-17 % less CPU time for GradientNet, LMFN, Reblur and SP at 256x256 on
-    # one thread; outputs within 1e-6). State-dict keys and values are unchanged, only the weights' strides.
+    return channels_last_weights(model), trained
+
+
+def channels_last_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """2-D convolution weights channels-last (NHWC), the layout of the images ``to_tensor`` makes: oneDNN then runs
+    the convolutions without reordering (13-17 % less CPU time for GradientNet, LMFN, Reblur and SP at 256x256 on
+    one thread; outputs within 1e-6). State-dict keys and values are unchanged, only the weights' strides."""
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             module.to(memory_format=torch.channels_last)
-    return model, trained
+    return model
 
 
 class _PeakMemory(TorchDispatchMode):
@@ -209,14 +250,16 @@ def bytes_per_pixel(name: str) -> float:
 def auto_tile(
     name: str, height: int, width: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, overlap: int = 32
 ) -> tuple[int, int] | None:
-    """(tile height, tile width) for an image of this size within the budget, or None when the whole image fits.
+    """(tile height, tile width) for an image of this size, or None when the whole image fits the budget.
 
-    Among the grids of rows x columns whose tiles fit the budget, the one computing the fewest pixels in all
-    (tiles plus their overlaps) wins, so a 1280x720 image is not cut into squares that overhang it.
+    Tiles fit ``TILE_SHARE`` of the budget. Among the grids of rows x columns whose tiles fit, the one computing
+    the fewest pixels in all (tiles plus their overlaps) wins, so a 1280x720 image is not cut into squares that
+    overhang it.
     """
     per_pixel = bytes_per_pixel(name)
     if per_pixel * height * width <= budget_bytes:
         return None
+    budget_bytes = int(TILE_SHARE * budget_bytes)
     multiple = get_card(name).pad_multiple
     multiple = max(16, max(multiple) if isinstance(multiple, tuple) else multiple)
 
@@ -305,6 +348,19 @@ def tile_apply(fn, image: torch.Tensor, tile: int | tuple[int, int], overlap: in
     return output / weights
 
 
+def trimming(fn):
+    """``fn``, then the heap's free pages returned (``release_memory``): tiles that reuse freed memory would
+    otherwise leave a tiled run holding every page any tile touched -- 6.06 GiB for FCN on 24 megapixels,
+    against 4.21 with glibc's default allocation. Each tile then faults its pages in again, as one whole run does."""
+
+    def trimmed(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        release_memory()
+        return result
+
+    return trimmed
+
+
 def restore(
     image,
     name: str,
@@ -346,7 +402,7 @@ def restore(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else nullcontext()
     maps = {}
     start = time.perf_counter()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, reusing_freed_memory():
         if tile is None and return_maps:
             output, maps = model(x, return_maps=True)
         elif tile is None:
@@ -355,7 +411,7 @@ def restore(
             shared = share_statistics and bool(statistic_modules(model))
             statistics = record(model, overview(x, name, budget_bytes)) if shared else None
             with replay(model, statistics):
-                output = tile_apply(model, x, tile, min(overlap, min(tile) // 4))
+                output = tile_apply(trimming(model), x, tile, min(overlap, min(tile) // 4))
     if target.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
 """The app's handlers called directly (no server): what they show, and what a person is told when an input is bad."""
 
+import contextlib
 import csv
 import json
 import zipfile
@@ -256,22 +257,31 @@ def test_every_awkward_upload_is_named_or_run_and_the_app_goes_on(pair, tmp_path
 
 
 def test_heavy_handlers_hand_memory_back_when_they_end_however_they_end(monkeypatch):
-    released = []
-    monkeypatch.setattr(app, "release_memory", lambda: released.append(True))
+    events = []
+
+    @contextlib.contextmanager
+    def reusing():
+        events.append("enter")
+        try:
+            yield
+        finally:
+            events.append("exit")
+
+    monkeypatch.setattr(app, "reusing_freed_memory", reusing)
 
     def stream():
         yield 1
         yield 2
 
     updates = app.releasing_memory(stream)()
-    assert next(updates) == 1 and not released  # not while the request runs
+    assert next(updates) == 1 and events == ["enter"]  # not released while the request runs
     updates.close()  # a visitor who cancels: Gradio closes the stream
-    assert released == [True]
+    assert events == ["enter", "exit"]
 
     def failing():
         raise ValueError("bad photo")
 
     with pytest.raises(ValueError):
         app.releasing_memory(failing)()
-    assert released == [True, True]
-    assert app.releasing_memory(lambda: 3)() == 3 and len(released) == 3
+    assert events[2:] == ["enter", "exit"]
+    assert app.releasing_memory(lambda: 3)() == 3 and events[4:] == ["enter", "exit"]
