@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-slow", type=float, default=600.0, help="skip runs whose floor exceeds this many s")
     parser.add_argument("--huge-pages", action="store_true", help="THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge-page option)")
-    parser.add_argument("--reuse-memory", choices=["call", "keep", "off"], default="call",
+    parser.add_argument("--reuse-memory", choices=["call", "keep", "off"],
                         help="DEBLUR_REUSE_MEMORY for the runs (core.inference.reusing_freed_memory; default call)")
     parser.add_argument("--op-floor", action="store_true",
                         help="also time each untiled run's counted operations alone (benchmarks/op_floor.py)")
@@ -93,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.huge_pages:
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # inherited by the measuring processes
-    os.environ["DEBLUR_REUSE_MEMORY"] = args.reuse_memory  # inherited by the measuring processes
+    if args.reuse_memory:
+        os.environ["DEBLUR_REUSE_MEMORY"] = args.reuse_memory  # inherited by the measuring processes
     if args.one:
         name, size = args.one.split("@")
         height, width = map(int, size.split("x"))

@@ -1,6 +1,7 @@
 """How fast this machine runs each model's own counted operations, alone: a second floor beside the FLOP floor.
 
     python benchmarks/op_floor.py [--threads 2] [--sizes 256x256 720x1280] [--models a,b] [--repeats 3]
+    python benchmarks/op_floor.py --widths 3 16 24 32 48 50 64 96 128     # a C -> C 3x3 convolution per width
 
 The FLOP floor of ``benchmarks/inference.py`` divides a model's MACs by one probe, a 96-channel 3x3 convolution.
 A network built of narrower or odd-width convolutions cannot reach that probe on this CPU, however little else
@@ -102,7 +103,18 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["256x256", "720x1280"], help="HxW")
     parser.add_argument("--models", help="comma-separated (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--widths", nargs="+", type=int, help="only time a C -> C 3x3 convolution at 256x256 per C")
     args = parser.parse_args()
+    if args.widths:
+        torch.set_num_threads(args.threads)
+        print(f"| channels | GFLOP/s ({args.threads} threads, 3x3, 256x256, channels-last) |\n|---|---|")
+        for width in args.widths:
+            spec = (("tensor", (1, width, 256, 256), (width * 65536, 1, 256 * width, width), torch.float32),
+                    ("tensor", (width, width, 3, 3), (9 * width, 1, 3 * width, width), torch.float32),
+                    None, [1, 1], [1, 1]), {}
+            seconds = seconds_alone(torch.ops.aten.conv2d.default, spec, args.repeats)
+            print(f"| {width} | {2 * width * width * 9 * 256 * 256 / seconds / 1e9:.0f} |")
+        return
 
     from benchmarks.inference import conv_gflops
     from core.complexity import count_macs
