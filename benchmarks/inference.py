@@ -107,7 +107,7 @@ def main() -> None:
     gflops = conv_gflops(args.threads)
     print(f"3x3 convolution throughput: {gflops:.0f} GFLOP/s ({args.threads} threads)\n")
     extra = (" ops alone (s) | x ops alone |", "---|---|") if args.op_floor else ("", "")
-    print(f"| model | network | size | tile | GMACs | seconds | FLOP floor (s) | x floor | peak memory (GiB) |{extra[0]}")
+    print("| model | network | size | tile | GMACs | seconds | FLOP floor (s) | x floor | peak memory (GiB) |" + extra[0])
     print(f"|---|---|---|---|---|---|---|---|---|{extra[1]}")
     models = args.models.split(",") if args.models else list_models()
     for name in models:

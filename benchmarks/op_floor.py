@@ -124,7 +124,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gflops = conv_gflops(args.threads)
     print(f"3x3 convolution probe (96 channels): {gflops:.0f} GFLOP/s ({args.threads} threads)\n")
-    print("| model | size | GMACs | distinct ops | FLOP floor (s) | ops alone (s) | ops alone (GFLOP/s) | ops alone / FLOP floor |")
+    print("| model | size | GMACs | distinct ops | FLOP floor (s) | ops alone (s) | ops alone (GFLOP/s) |"
+          " ops alone / FLOP floor |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(",") if args.models else list_models():
         for size in args.sizes:

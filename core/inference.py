@@ -8,6 +8,7 @@
   the largest downscaled copy that does (``overview``) -- then the statistics are an approximation, those of a
   smaller image, not the full image's.
 - Weights load once per process (``load_model`` is cached), never at import, without pickle (safetensors).
+- Runs reuse freed heap memory while they last and return it when they end (``reusing_freed_memory``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from core.statistics import record, replay, statistic_modules
 # (FCN and SP need 1.9 and 2.2 GB), so tiling -- inexact for FCN, whose patch stages zero-pad each patch -- starts
 # above that; with the weights, the input and the blended output a 1280x720 run stays under 4 GB of memory.
 DEFAULT_BUDGET_BYTES = 2_500_000_000
-# Share of the budget one tile may use when an image runs in tiles. A tiled run also holds the whole image, its
-# blended output and (with ``reusing_freed_memory``) the heap fragmented by the tiles before: with whole-budget
-# tiles a 24-megapixel run peaked at 6.40 GiB (FCN) and 6.17 (GradientNet), over this project's 6 GB.
+# Share of the budget one tile (and the record pass of an image over the budget) may use. A tiled run also holds
+# the whole image and its blended output, and a tile reusing freed memory fragments the heap: with whole-budget
+# tiles and no trimming a 24-megapixel run peaked at 6.40 GiB (FCN) and 6.17 (GradientNet), over this project's
+# 6 GB; with this share and ``trimming``, 4.49 and 4.63 (README, *Benchmarks*).
 TILE_SHARE = 0.6
 
 
@@ -350,8 +352,9 @@ def tile_apply(fn, image: torch.Tensor, tile: int | tuple[int, int], overlap: in
 
 def trimming(fn):
     """``fn``, then the heap's free pages returned (``release_memory``): tiles that reuse freed memory would
-    otherwise leave a tiled run holding every page any tile touched -- 6.06 GiB for FCN on 24 megapixels,
-    against 4.21 with glibc's default allocation. Each tile then faults its pages in again, as one whole run does."""
+    otherwise leave a tiled run holding every page any tile touched (FCN on 24 megapixels: 6.06 GiB untrimmed,
+    4.49 trimmed, 4.21 with glibc's default allocation). Each tile then faults its pages in again, as a whole run
+    does."""
 
     def trimmed(*args, **kwargs):
         result = fn(*args, **kwargs)
@@ -380,8 +383,8 @@ def restore(
     it fits the budget (the tiles then use the whole image's exact statistics), else the largest downscaled copy
     that fits a tile's share of it (``TILE_SHARE``; an approximation: the statistics of a smaller image). It costs
     one more forward of that size, counted in ``seconds``: one tile's worth when the image is larger than the
-    budget, a whole untiled run when tiles were asked for on an image that fits. An image that runs whole, or a model without such
-    statistics, runs exactly as without this option: no record pass, no hooks.
+    budget, a whole untiled run when tiles were asked for on an image that fits. An image that runs whole, or a
+    model without such statistics, runs exactly as without this option: no record pass, no hooks.
 
     On CUDA the model runs under bfloat16 autocast (fp32's range: LMFN's unscaled attention products cannot
     overflow as they can in float16). Maps are returned only when the image runs whole.
