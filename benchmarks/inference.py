@@ -117,8 +117,8 @@ def main() -> None:
             height, width = map(int, size.split("x"))
             floor = 2 * count_macs(name, height, width, **shipped_architecture(name)) / (gflops * 1e9)
             if floor > args.skip_slow:
-                print(f"| {name} | {network} | {width}x{height} | | {floor * gflops / 2:.0f} | skipped | {floor:.0f} | | |",
-                      flush=True)
+                print(f"| {name} | {network} | {width}x{height} | | {floor * gflops / 2:.0f} | skipped | {floor:.0f} | | |"
+                      + (" | |" if args.op_floor else ""), flush=True)
                 continue
             command = [sys.executable, __file__, "--one", f"{name}@{size}", "--threads", str(args.threads),
                        "--repeats", str(args.repeats)] + (["--op-floor"] if args.op_floor else [])
