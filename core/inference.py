@@ -139,16 +139,16 @@ def reusing_freed_memory():
     By default glibc maps every block over 32 MB (one 1280x720 map of 24 channels is 88 MB) straight from the
     kernel and unmaps it when freed, so each of a network's hundreds of activations pays for faulting in zeroed
     pages, which is slow in this virtual machine (``python benchmarks/allocator.py``, one thread: an out-of-place
-    add of two such maps 48.1 ms, in place 5.8, out of place with heap reuse 8.8). Inside, blocks come from the
+    add of two such maps 48.1 ms, in place 6.0, out of place with heap reuse 11.4). Inside, blocks come from the
     heap (``M_MMAP_MAX`` 0, one arena) and freed ones stay there (``M_TRIM_THRESHOLD`` 1 GiB), so most
     activations reuse pages already faulted in. The price is fragmentation while the run lasts: FCN's peak
-    resident memory at 1280x720 grows from 2.5 to 3.2 GiB (README, *Benchmarks*).
+    resident memory at 1280x720 grows from 2.66 to 3.34-3.57 GiB (README, *Benchmarks*).
 
     ``DEBLUR_REUSE_MEMORY`` chooses what happens when the last concurrent caller leaves:
     - "call" (default): glibc's defaults come back and the free heap is returned to the system (``malloc_trim``):
       an idle process holds its weights, not the last run's activations; the next run faults its pages in again.
     - "keep": the heap keeps its free memory for the next call (faster for a batch of same-size images: FCN 1280x720
-      5.8 s against 6.3; resident memory stays at the largest run's); ``release_memory()`` returns it.
+      5.66 s against 6.22; resident memory stays at the largest run's); ``release_memory()`` returns it.
     - "off": glibc's defaults throughout.
     (Setting these parameters ends glibc's dynamic mmap threshold for the process: it stays where it had grown
     to, at most 32 MB.)
