@@ -29,12 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def conv_gflops(threads: int) -> float:
+def conv_gflops(threads: int, channels: int = 96) -> float:
+    """Throughput of a channels -> channels 3x3 convolution on a 256x256 channels-last map (best of 5 after a
+    warm-up): 96 channels is the FLOP floor's probe; ``benchmarks/op_floor.py --widths`` asks for other widths."""
     import torch
 
     torch.set_num_threads(threads)
-    conv = torch.nn.Conv2d(96, 96, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 96, 256, 256).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.rand(1, channels, 256, 256).contiguous(memory_format=torch.channels_last)
     best = float("inf")
     with torch.inference_mode():
         conv(x)
@@ -42,7 +44,7 @@ def conv_gflops(threads: int) -> float:
             start = time.perf_counter()
             conv(x)
             best = min(best, time.perf_counter() - start)
-    return 2 * 96 * 96 * 9 * 256 * 256 / best / 1e9
+    return 2 * channels * channels * 9 * 256 * 256 / best / 1e9
 
 
 def measure(name: str, height: int, width: int, threads: int, repeats: int, op_floor: bool) -> dict:

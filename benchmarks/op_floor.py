@@ -103,20 +103,17 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["256x256", "720x1280"], help="HxW")
     parser.add_argument("--models", help="comma-separated (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--widths", nargs="+", type=int, help="only time a C -> C 3x3 convolution at 256x256 per C")
+    parser.add_argument("--widths", nargs="+", type=int,
+                        help="only time a C -> C 3x3 convolution at 256x256 per C (benchmarks.inference.conv_gflops)")
     args = parser.parse_args()
+    from benchmarks.inference import conv_gflops
+
     if args.widths:
-        torch.set_num_threads(args.threads)
         print(f"| channels | GFLOP/s ({args.threads} threads, 3x3, 256x256, channels-last) |\n|---|---|")
         for width in args.widths:
-            spec = (("tensor", (1, width, 256, 256), (width * 65536, 1, 256 * width, width), torch.float32),
-                    ("tensor", (width, width, 3, 3), (9 * width, 1, 3 * width, width), torch.float32),
-                    None, [1, 1], [1, 1]), {}
-            seconds = seconds_alone(torch.ops.aten.conv2d.default, spec, args.repeats)
-            print(f"| {width} | {2 * width * width * 9 * 256 * 256 / seconds / 1e9:.0f} |")
+            print(f"| {width} | {conv_gflops(args.threads, width):.0f} |")
         return
 
-    from benchmarks.inference import conv_gflops
     from core.complexity import count_macs
     from core.inference import reusing_freed_memory
     from core.registry import list_models, shipped_architecture

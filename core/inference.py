@@ -104,7 +104,7 @@ def set_cpu_threads() -> int:
 
 # glibc mallopt parameters (malloc.h) and the defaults ``reusing_freed_memory`` restores
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX, _DEFAULT_ARENA_MAX = 128 * 1024, 65536, 0  # 0: glibc's own count
 
 
 @functools.lru_cache(maxsize=1)
@@ -170,6 +170,7 @@ def reusing_freed_memory():
         with _reuse_lock:
             _reusers -= 1
             if _reusers == 0 and mode == "call":
+                libc.mallopt(_M_ARENA_MAX, _DEFAULT_ARENA_MAX)
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
