@@ -10,7 +10,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS = {
     "architecture": {},  # constructor keywords over the registered variant's (a reduced configuration)
-    "data": {"crop": 256, "batch_size": 16, "weights": [], "workers": 2, "length": 100_000},
+    "data": {"crop": 256, "batch_size": 16, "weights": [], "workers": 2, "length": 100_000,
+             "scale": None},  # [low, high]: real-blur crops downscaled by a log-uniform factor (train.data)
     "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},
     "schedule": {"kind": "constant", "steps": 100_000},
     "loss": {},
@@ -20,7 +21,11 @@ DEFAULTS = {
         "val_every": 1000,
         "save_every": 1000,
         "val_max_side": 256,  # centre crop of each validation pair, for speed on CPU; None for full frames
-        "amp": True,  # bfloat16 autocast on CUDA only
+        "amp": True,  # bfloat16 autocast on CUDA
+        "cpu_bf16": False,  # bfloat16 autocast on the CPU
+        "ema": 0.0,  # decay of an exponential moving average of the weights, validated and exported; 0: none
+        "val_preview": None,  # also validate on whole frames resized as the app resizes them (longest side)
+        "threads": None,  # torch threads (None: torch's default)
         "channels_last": True,
         "fp16_export": False,
         "init": None,  # a .safetensors file to start from (tensors matching by name and shape)

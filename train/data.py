@@ -17,6 +17,7 @@ from 1), and its sharp image is frame ``start + 1 + N // 2``: the later middle f
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -65,6 +67,24 @@ def random_crop(arrays: Sequence[np.ndarray], crop: int | None, rng: np.random.G
     top = int(rng.integers(0, height - crop + 1))
     left = int(rng.integers(0, width - crop + 1))
     return [array[top : top + crop, left : left + crop] for array in arrays]
+
+
+def scaled_region(crop: int | None, scale: tuple[float, float] | None, rng: np.random.Generator) -> int | None:
+    """The side of the region to cut for a crop seen downscaled by a factor drawn log-uniformly from ``scale``
+    (``None``: no rescaling, the region is the crop)."""
+    if crop is None or scale is None or scale[1] <= 1.0:
+        return crop
+    factor = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
+    return max(crop, round(crop * factor))
+
+
+def downscale(arrays: Sequence[np.ndarray], side: int) -> list[np.ndarray]:
+    """H x W x C float arrays resized to side x side (bilinear, antialiased, as ``core.inference.overview``)."""
+    if all(array.shape[0] == side and array.shape[1] == side for array in arrays):
+        return list(arrays)
+    stacked = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in arrays])).permute(0, 3, 1, 2)
+    resized = F.interpolate(stacked, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    return list(resized.clamp(0, 1).permute(0, 2, 3, 1).numpy())
 
 
 def random_flips(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -180,10 +200,13 @@ class RandomPairs(Dataset):
     generator, so that two draws of the same item in one epoch still get different crops.
     """
 
-    def __init__(self, crop: int | None, seed: int) -> None:
+    def __init__(self, crop: int | None, seed: int, scale: Sequence[float] | None = None) -> None:
         if crop is not None and crop < 1:
             raise ValueError(f"crop must be a positive number of pixels or None, got {crop}")
+        if scale is not None and not (len(scale) == 2 and 1.0 <= scale[0] <= scale[1]):
+            raise ValueError(f"scale must be [low, high] with 1 <= low <= high, got {scale}")
         self.crop = crop
+        self.scale = tuple(scale) if scale is not None else None
         self.seed = seed
         self.epoch = 0
 
@@ -204,10 +227,11 @@ class RandomPairs(Dataset):
 
 
 class PairedFolder(RandomPairs):
-    """Real blurry/sharp pairs in the GoPro layout (see ``list_pairs``), randomly cropped and flipped."""
+    """Real blurry/sharp pairs in the GoPro layout (see ``list_pairs``), randomly cropped and flipped; with
+    ``scale``, each crop is cut from a region up to ``scale[1]`` times larger and downscaled (blur included)."""
 
-    def __init__(self, root: str | Path, crop: int | None, seed: int) -> None:
-        super().__init__(crop, seed)
+    def __init__(self, root: str | Path, crop: int | None, seed: int, scale: Sequence[float] | None = None) -> None:
+        super().__init__(crop, seed, scale)
         self.root = Path(root)
         self.pairs = list_pairs(self.root)
 
@@ -219,7 +243,10 @@ class PairedFolder(RandomPairs):
         blurry, sharp = read_rgb(blurry_path), read_rgb(sharp_path)
         if blurry.shape != sharp.shape:
             raise ValueError(f"{blurry_path} is {blurry.shape[:2]} but {sharp_path} is {sharp.shape[:2]}")
-        blurry, sharp = random_crop([blurry, sharp], self.crop, rng)
+        region = scaled_region(self.crop, self.scale, rng)
+        blurry, sharp = random_crop([blurry, sharp], region, rng)
+        if region != self.crop:
+            blurry, sharp = downscale([blurry, sharp], self.crop)
         return self._finish(blurry, sharp, rng)
 
 
@@ -233,6 +260,9 @@ class FrameFolder(RandomPairs):
 
     ``exclude``: frame numbers never used in any window, in every sequence, or a mapping from sequence
     (sub-folder) name to the frame numbers to leave out of that sequence (see ``held_out_frames``).
+    ``scale``: [low, high]; each crop is cut from a region a log-uniform factor in that range larger and the
+    blurred pair downscaled to the crop, so that small blur (the app's preview sizes) is seen as well as the
+    full-size blur of the frames.
     """
 
     def __init__(
@@ -243,8 +273,9 @@ class FrameFolder(RandomPairs):
         min_frames: int = 7,
         max_frames: int = 13,
         exclude: Iterable[int] | Mapping[str, Iterable[int]] = (),
+        scale: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(crop, seed)
+        super().__init__(crop, seed, scale)
         self.root = Path(root)
         self.min_half, self.max_half = min_frames // 2, (max_frames - 1) // 2
         if min_frames < 1 or self.max_half < self.min_half:
@@ -288,8 +319,11 @@ class FrameFolder(RandomPairs):
         return self._frames[path]
 
     def draw(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        frames = random_crop([self.frame(path) for path in self.window(index, rng)], self.crop, rng)
+        region = scaled_region(self.crop, self.scale, rng)
+        frames = random_crop([self.frame(path) for path in self.window(index, rng)], region, rng)
         blurry, sharp = gopro_blur(frames)
+        if region != self.crop:
+            blurry, sharp = downscale([blurry, sharp], self.crop)
         return self._finish(blurry, sharp, rng)
 
 
@@ -439,13 +473,15 @@ def build_dataset(
     weights: Sequence[float] | None = None,
     *,
     held_out: str | Path | None = None,
+    scale: Sequence[float] | None = None,
 ) -> MixedDataset:
     """One training dataset of ``length`` samples from several folders, each read as ``dataset_type`` says.
 
     ``weights``: how often each path is drawn from (default: equally). ``held_out``: a GoPro-layout
     validation folder; the frames its ``<start>_avg<N>`` pairs were made from, and ``HELD_OUT_MARGIN``
     frames either side of each pair, are excluded from every frame folder (by sequence name), and a pair
-    folder sharing a file with it is refused.
+    folder sharing a file with it is refused. ``scale``: downscaling range for real-blur sources (frame and pair
+    folders; see ``FrameFolder``); sharp photos are blurred at their own scale, with kernels of every size.
     """
     if not paths:
         raise ValueError("build_dataset needs at least one dataset path")
@@ -455,7 +491,9 @@ def build_dataset(
     for path in paths:
         kind = dataset_type(path)
         if kind is FrameFolder:
-            sources.append(FrameFolder(path, crop, seed, exclude=excluded))
+            sources.append(FrameFolder(path, crop, seed, exclude=excluded, scale=scale))
+        elif kind is PairedFolder:
+            sources.append(PairedFolder(path, crop, seed, scale=scale))
         else:
             sources.append(kind(path, crop, seed))
         if kind is PairedFolder and validation_files & {blurry.resolve() for _, blurry, _ in sources[-1].pairs}:

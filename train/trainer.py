@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,79 @@ def validate(model, pairs: Dataset, context: Context) -> dict[str, float]:
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point parameters and buffers (``[train] ema``).
+
+    After optimiser step t: average <- d * average + (1 - d) * weights with d = min(decay, (1 + t) / (10 + t)),
+    the usual warm-up, so that the average of a short run is not dominated by its starting weights.
+    ``swapped_in`` puts the average into the model for validation or export and restores the live weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"[train] ema must be between 0 and 1 (exclusive), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.names = [name for name, value in model.state_dict().items() if value.is_floating_point()]
+        self.average = {name: value.detach().clone() for name, value in model.state_dict().items() if name in self.names}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        live = model.state_dict()
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_([self.average[n] for n in self.names], [live[n] for n in self.names], 1.0 - decay)
+        self.updates += 1
+
+    def swapped_in(self, model: torch.nn.Module):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def swap():
+            state = model.state_dict()
+            live = {name: state[name].detach().clone() for name in self.names}
+            model.load_state_dict(self.average, strict=False)
+            try:
+                yield model
+            finally:
+                model.load_state_dict(live, strict=False)
+
+        return swap()
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "average": dict(self.average)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        for name in self.names:
+            self.average[name].copy_(state["average"][name])
+
+
+class PreviewPairs(Dataset):
+    """Validation pairs as the app shows them: each whole frame resized to ``longest`` px on its longest side
+    (``core.visualize.resize_longest``, the app's resize) before the model runs."""
+
+    def __init__(self, pairs: ValidationPairs, longest: int) -> None:
+        from core.visualize import resize_longest
+
+        self.items = []
+        for index in range(len(pairs)):
+            pair = pairs[index]
+            resized = {
+                key: to_chw(resize_longest(pair[key].permute(1, 2, 0).numpy(), longest)) for key in ("blur", "sharp")
+            }
+            self.items.append(resized)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def to_chw(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()
+
+
 def export_weights(model, path: Path, *, fp16: bool, architecture: dict | None = None) -> None:
     """Weights only (safetensors: no pickled objects), optionally in float16.
 
@@ -143,6 +217,8 @@ def train(
     total = config["schedule"]["steps"] if max_steps is None else max_steps
     batch_size = config["data"]["batch_size"]
 
+    if settings.get("threads"):
+        torch.set_num_threads(int(settings["threads"]))
     torch.manual_seed(seed)
     architecture = config.get("architecture", {})
     model = create_model(model_name, **architecture).train().to(context.device)
@@ -162,8 +238,13 @@ def train(
         length=config["data"]["length"],
         weights=config["data"]["weights"] or None,
         held_out=val,
+        scale=config["data"].get("scale"),
     )
     pairs = ValidationPairs(val, max_side=settings["val_max_side"]) if val else None
+    preview = (
+        PreviewPairs(ValidationPairs(val), settings["val_preview"]) if val and settings.get("val_preview") else None
+    )
+    average = WeightAverage(model, settings["ema"]) if settings.get("ema") else None
 
     start, best, elapsed = 0, None, 0.0
     state_path = out / STATE_FILE
@@ -172,6 +253,8 @@ def train(
         model.load_state_dict(state["model"])
         recipe.load_state_dict(state["recipe"])
         start, best, elapsed = state["step"], state["best"], state["seconds"]
+        if average is not None:
+            average.load_state_dict(state["average"])
     elif resume:
         raise FileNotFoundError(f"--resume given but there is no {state_path}")
 
@@ -191,6 +274,7 @@ def train(
 
     last_validation = None
     began = time.perf_counter() - elapsed
+    cpu_began = time.process_time() - (state.get("cpu_seconds", elapsed) if resume else 0.0)
     step = start
     for step, batch in enumerate(loader, start=start):
         torch.manual_seed(step_seed(seed, context.rank, step))
@@ -198,6 +282,8 @@ def train(
         if settings["channels_last"]:
             batch = {key: value.contiguous(memory_format=torch.channels_last) for key, value in batch.items()}
         losses = recipe.step(batch)
+        if average is not None:
+            average.update(model)
         lr = recipe.lr
         recipe.end_step()
         done = step + 1
@@ -205,26 +291,38 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if context.main and (done % settings["log_every"] == 0 or done == total):
-            record = {"kind": "train", "step": done, "lr": lr, "seconds": time.perf_counter() - began, **losses}
+            record = {"kind": "train", "step": done, "lr": lr, "seconds": time.perf_counter() - began,
+                      "cpu_seconds": time.process_time() - cpu_began, **losses}
             with log_path.open("a") as log:
                 log.write(json.dumps(record) + "\n")
         if pairs is not None and (done % settings["val_every"] == 0 or done == total):
             if context.main:
-                last_validation = validate(model, pairs, context)
-                with log_path.open("a") as log:
-                    log.write(json.dumps({"kind": "val", "step": done, **last_validation}) + "\n")
-                if best is None or last_validation["psnr"] > best["psnr"]:
-                    best = {"step": done, **last_validation}
-                    export_weights(model, out / "best.safetensors", fp16=settings["fp16_export"], architecture=architecture)
+                paused, cpu_paused = time.perf_counter(), time.process_time()
+                with average.swapped_in(model) if average is not None else nullcontext(model) as evaluated:
+                    last_validation = validate(evaluated, pairs, context)
+                    if preview is not None:
+                        last_validation["psnr_preview"] = validate(evaluated, preview, context)["psnr"]
+                    record = {"kind": "val", "step": done, "seconds": paused - began,
+                              "cpu_seconds": cpu_paused - cpu_began, **last_validation}
+                    with log_path.open("a") as log:
+                        log.write(json.dumps(record) + "\n")
+                    if best is None or last_validation["psnr"] > best["psnr"]:
+                        best = {"step": done, **last_validation}
+                        export_weights(evaluated, out / "best.safetensors", fp16=settings["fp16_export"],
+                                       architecture=architecture)
+                began += time.perf_counter() - paused  # the clocks count training time only
+                cpu_began += time.process_time() - cpu_paused
             barrier(context)
         if context.main and (done % settings["save_every"] == 0 or done == total):
-            save_state(state_path, model, recipe, done, best, time.perf_counter() - began)
+            save_state(state_path, model, recipe, done, best, time.perf_counter() - began, average,
+                       cpu_seconds=time.process_time() - cpu_began)
     if bar is not None:
         bar.close()
 
     card = {}
     if context.main:
-        export_weights(model, out / "last.safetensors", fp16=settings["fp16_export"], architecture=architecture)
+        with average.swapped_in(model) if average is not None else nullcontext(model) as evaluated:
+            export_weights(evaluated, out / "last.safetensors", fp16=settings["fp16_export"], architecture=architecture)
         if log_path.stat().st_size:
             plot_curves(log_path, out / "curves.png")
         card = model_card(
@@ -260,13 +358,14 @@ def to_channels_last(model) -> None:
             parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
 
 
-def save_state(path: Path, model, recipe, step: int, best, seconds: float) -> None:
+def save_state(path: Path, model, recipe, step: int, best, seconds: float, average=None, *, cpu_seconds=None) -> None:
     """The resumable state (never shipped): written to a temporary file and renamed, so never half-written."""
     temporary = path.with_suffix(".tmp")
-    torch.save(
-        {"model": model.state_dict(), "recipe": recipe.state_dict(), "step": step, "best": best, "seconds": seconds},
-        temporary,
-    )
+    state = {"model": model.state_dict(), "recipe": recipe.state_dict(), "step": step, "best": best,
+             "seconds": seconds, "cpu_seconds": seconds if cpu_seconds is None else cpu_seconds}
+    if average is not None:
+        state["average"] = average.state_dict()
+    torch.save(state, temporary)
     temporary.replace(path)
 
 

@@ -38,6 +38,10 @@ Choices where the paper is silent or ambiguous (source in brackets):
   LMFN(I_Blur) with I directly, and the lineage release adds no input skip). As in the release (which
   inherits RFDN's MeanShift) a fixed RGB mean (0.4488, 0.4371, 0.4040) is subtracted from the input and added
   to the output, here on the [0, 1] scale.
+- ``residual=True`` (off in the registered variant, a departure from the paper recorded in a checkpoint's
+  architecture metadata): the blurred input itself is added to the output instead of the fixed mean, and the
+  upsampler's convolution starts at zero, so the untrained network is the identity and learns the correction.
+  Without it the CPU schedules never caught up with the blurry input (README, Trained weights).
 - Loss is the MSE of Eq. 4 on the restored image only, so the base class's forward_train suffices.
 - Weights use PyTorch's default initialisation (the paper names none).
 - Every LeakyReLU works in place (each follows a fresh conv output or sum): at 1280x720 on one thread the
@@ -196,8 +200,10 @@ class LMFN(DeblurModel):
         encoder_channels: int = 64,
         channels: int = 50,
         num_rfdb: int = 4,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.mshf = MSHF(channels=encoder_channels)
         self.head = nn.Conv2d(encoder_channels, channels, 3, padding=1)
@@ -207,6 +213,9 @@ class LMFN(DeblurModel):
         self.fuse = nn.Conv2d(2 * channels, channels, 3, padding=1)
         # back from MSHF's 1/4 resolution to the image
         self.upsampler = nn.Sequential(nn.Conv2d(channels, 3 * 4**2, 3, padding=1), nn.PixelShuffle(4))
+        if residual:
+            nn.init.zeros_(self.upsampler[0].weight)
+            nn.init.zeros_(self.upsampler[0].bias)
 
     def _restore(self, x: torch.Tensor, maps: MapRecorder) -> torch.Tensor:
         encoded = self.mshf(x - self.rgb_mean)
@@ -219,7 +228,7 @@ class LMFN(DeblurModel):
         layer_fused = self.alfm(layers, maps)
         channel_fused = self.acfm(layers[-1], maps)
         fused = self.fuse(torch.cat([layer_fused, channel_fused], dim=1)) + shallow
-        return self.upsampler(fused) + self.rgb_mean
+        return self.upsampler(fused) + (x if self.residual else self.rgb_mean)
 
 
 @register(
@@ -235,7 +244,7 @@ class LMFN(DeblurModel):
         paper_params=1_250_000,
         maps=("ALFM attention", "ACFM attention"),
         pad_multiple=16,
-        config={"encoder_channels": 64, "channels": 50, "num_rfdb": 4},
+        config={"encoder_channels": 64, "channels": 50, "num_rfdb": 4, "residual": False},
     )
 )
 def lmfn(**config) -> LMFN:

@@ -1,0 +1,143 @@
+"""The learning-per-CPU-second tools: LMFN's input skip, the warm-up schedule, the weight average, scale
+augmentation and preview validation; each checked against what it promises, not only that it runs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+from PIL import Image
+from safetensors.torch import load_file
+
+import train.data as data
+from core.registry import create_model
+from train.config import load_config, merge
+from train.data import FrameFolder, PairedFolder, ValidationPairs, scaled_region
+from train.distributed import Context
+from train.recipes import make_scheduler
+from train.trainer import PreviewPairs, WeightAverage, train
+
+CPU = Context(rank=0, world=1, device=torch.device("cpu"))
+GOPRO_DEV = SHARED_DATA / "gopro_dev"
+needs_data = pytest.mark.skipif(not GOPRO_DEV.is_dir(), reason=f"the shared data folder {SHARED_DATA} is absent")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(1)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
+    return folder
+
+
+def test_lmfn_with_the_input_skip_starts_as_the_identity_and_still_trains():
+    torch.manual_seed(0)
+    model = create_model("lmfn", residual=True).eval()
+    x = torch.rand(1, 3, 48, 40)
+    torch.testing.assert_close(model(x), x)
+    plain = create_model("lmfn").eval()
+    assert (plain(x) - x).abs().mean() > 0.01  # the registered network predicts the image, not a correction
+    model.train()
+    output = model.forward_train(torch.rand(2, 3, 32, 32))["output"]
+    output.mean().backward()
+    assert model.upsampler[0].weight.grad.abs().sum() > 0
+
+
+def test_warmup_ramps_linearly_then_decays_by_cosine_to_the_floor():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+    config = {"optim": {"lr": 1e-3}, "schedule": {"kind": "cosine", "steps": 110, "warmup": 10, "min_lr": 1e-5}}
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(110):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    np.testing.assert_allclose(rates[:10], [1e-4 * (i + 1) for i in range(10)], rtol=1e-9)
+    assert rates[10] == pytest.approx(1e-3)
+    assert rates[60] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5, rel=1e-6)  # half way down the cosine
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="warm-up"):
+        make_scheduler(optimizer, {**config, "schedule": {"kind": "step", "steps": 10, "warmup": 2}})
+
+
+def test_weight_average_follows_its_formula_and_swaps_back():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, decay=0.5)
+    values = [1.0, 2.0, 4.0]
+    expected = 0.0
+    for step, value in enumerate(values):
+        model.weight.data.fill_(value)
+        average.update(model)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * value
+    with average.swapped_in(model):
+        assert model.weight.detach().flatten().tolist() == pytest.approx([expected] * 2)
+    assert model.weight.detach().flatten().tolist() == [4.0, 4.0]  # the live weights are back
+    with pytest.raises(ValueError):
+        WeightAverage(model, decay=1.0)
+
+
+def test_resume_with_weight_average_and_warmup_matches_an_uninterrupted_run(photos, tmp_path):
+    config = merge(load_config("lmfn"), {
+        "architecture": {"residual": True},
+        "data": {"crop": 32, "batch_size": 2, "workers": 0},
+        "optim": {"name": "adamw", "lr": 1e-3},
+        "schedule": {"kind": "cosine", "steps": 6, "warmup": 2, "min_lr": 1e-6},
+        "train": {"log_every": 1, "save_every": 2, "val_every": 2, "ema": 0.9},
+    })
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(model_name="lmfn", data=[str(photos)], out=straight, config=config, context=CPU, max_steps=4, progress=False)
+    train(model_name="lmfn", data=[str(photos)], out=interrupted, config=config, context=CPU, max_steps=2,
+          progress=False)
+    train(model_name="lmfn", data=[str(photos)], out=interrupted, config=config, context=CPU, max_steps=4,
+          resume=True, progress=False)
+    a, b = load_file(str(straight / "last.safetensors")), load_file(str(interrupted / "last.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # the export is the average, not the live weights
+    state = torch.load(straight / "state.pt", weights_only=True)
+    live = state["model"]["upsampler.0.weight"]
+    assert not torch.equal(a["upsampler.0.weight"], live)
+    torch.testing.assert_close(a["upsampler.0.weight"], state["average"]["average"]["upsampler.0.weight"])
+    records = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert all(r["cpu_seconds"] > 0 for r in records if r["kind"] == "train")
+
+
+def test_scaled_region_draws_log_uniform_factors_within_the_range():
+    rng = np.random.default_rng(0)
+    sides = np.array([scaled_region(64, (1.0, 4.0), rng) for _ in range(4000)])
+    assert sides.min() >= 64 and sides.max() <= 256
+    assert abs(np.mean(sides <= 128) - 0.5) < 0.03  # log-uniform: half the factors below 2
+    assert scaled_region(64, None, rng) == 64 and scaled_region(None, (1.0, 4.0), rng) is None
+    with pytest.raises(ValueError, match="scale"):
+        PairedFolder(GOPRO_DEV, crop=32, seed=0, scale=(0.5, 2.0))
+
+
+def test_frame_folder_with_scale_downscales_a_larger_region(monkeypatch):
+    """A frame that is a horizontal ramp: a crop seen downscaled by f spans f times the ramp's range."""
+    ramp = np.tile(np.linspace(0, 1, 400, dtype=np.float32)[None, :, None], (400, 1, 3))
+    monkeypatch.setattr(data, "read_rgb", lambda path: ramp)
+    monkeypatch.setattr(data, "frame_sequences", lambda root: [("seq", {n: f"{n}.png" for n in range(1, 30)})])
+    monkeypatch.setattr(data, "random_flips", lambda arrays, rng: list(arrays))
+    plain = FrameFolder("unused", crop=32, seed=0)
+    scaled = FrameFolder("unused", crop=32, seed=0, scale=(4.0, 4.0))
+    span = lambda sample: float(sample["sharp"][0, 0, -1] - sample["sharp"][0, 0, 0])  # noqa: E731
+    assert plain[0]["sharp"].shape == scaled[0]["sharp"].shape == (3, 32, 32)
+    assert span(scaled[0]) == pytest.approx(4 * span(plain[0]), rel=0.05)
+
+
+@needs_data
+def test_preview_pairs_are_whole_frames_resized_as_the_app_resizes():
+    from core.visualize import resize_longest
+
+    pairs = ValidationPairs(GOPRO_DEV)
+    preview = PreviewPairs(pairs, 320)
+    first = pairs[0]["blur"].permute(1, 2, 0).numpy()
+    assert preview[0]["blur"].shape == (3, 180, 320)
+    np.testing.assert_array_equal(preview[0]["blur"].permute(1, 2, 0).numpy(), resize_longest(first, 320))
+    assert math.isclose(len(preview), len(pairs))
