@@ -185,6 +185,11 @@ def score_pair(label: str, blurry_path: Path, sharp_path: Path | None, args: arg
     if sharp is not None and sharp.shape != blurry.shape:
         raise ValueError(f"the sharp image is {sharp.shape[1]}x{sharp.shape[0]}, the blurry one "
                          f"{blurry.shape[1]}x{blurry.shape[0]}")
+    if getattr(args, "size", None):  # the app's processing size: both images shrunk alike (Lanczos)
+        from core.visualize import resize_longest
+
+        blurry = resize_longest(blurry, args.size)
+        sharp = None if sharp is None else resize_longest(sharp, args.size)
     candidates = [("input", blurry, 0.0)]
     for name in args.models:
         result = restore(blurry, name, tile=args.tile)
@@ -247,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", type=Path, help="folder for evaluation.csv and evaluation.json")
     score.add_argument("--tile", type=int, help="tile side (default: from a memory budget)")
     score.add_argument("--limit", type=int, help="only the first N pairs")
+    score.add_argument("--size", type=int,
+                       help="shrink every photo (and its reference) to this longest side first, as the app does")
     score.set_defaults(run=evaluate)
     return parser
 

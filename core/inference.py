@@ -209,7 +209,7 @@ def channels_last_weights(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class _PeakMemory(TorchDispatchMode):
+class PeakMemory(TorchDispatchMode):
     """Tracks the bytes of live tensors created during a forward pass (works on the meta device)."""
 
     def __init__(self) -> None:
@@ -245,7 +245,7 @@ def bytes_per_pixel(name: str) -> float:
     with torch.device("meta"):
         model = create_model(name, **shipped_architecture(name))
         image = torch.empty(1, 3, side, side)
-    with torch.inference_mode(), _PeakMemory() as tracker:
+    with torch.inference_mode(), PeakMemory() as tracker:
         model(image)
     return tracker.peak / (side * side)
 

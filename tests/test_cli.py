@@ -96,6 +96,30 @@ def test_evaluate_scores_the_input_and_each_model_and_writes_csv_and_json(tmp_pa
     assert all(np.isfinite(row["niqe"]) and np.isfinite(row["ssim"]) for row in result["images"])
 
 
+def test_evaluate_at_a_processing_size_scores_both_images_shrunk_as_the_app_shrinks_them(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from core.metrics import psnr
+    from core.visualize import resize_longest
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    sharp = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    blurry = ((sharp.astype(np.float32) + np.roll(sharp, 4, axis=1)) / 2).astype(np.uint8)
+    for kind, image in (("sharp", sharp), ("blur", blurry)):
+        (data / kind).mkdir(parents=True)
+        Image.fromarray(image).save(data / kind / "a.png")
+    assert main(["evaluate", "--model", "lmfn", "--data", str(data), "--output", str(tmp_path / "out"),
+                 "--size", "80"]) == 0
+    result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    expected = psnr(resize_longest(blurry / 255.0, 80).astype(np.float32), resize_longest(sharp / 255.0, 80))
+    assert abs(result["images"][0]["psnr"] - expected) < 1e-4
+    assert abs(expected - psnr(blurry / 255.0, sharp / 255.0)) > 0.1  # the size did change the score
+
+
 def test_deblur_with_adaptation_steps(tmp_path):
     write_photo(tmp_path / "p.png", 32, 32)
     assert main(["deblur", "--model", "reblur-n1", "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "o"),

@@ -113,3 +113,9 @@ def test_efficientnet_perceptual_fallback_compares_features_at_the_vgg_layers_st
     assert float(loss(y, y)) == 0.0
     with pytest.raises(ValueError, match="fallback"):
         losses.build_perceptual("vgg16", "relu3_3", "random")
+
+
+def test_teacher_targets_have_unit_mean_square_per_image():
+    teacher = load_teacher("efficientnet")
+    for level in teacher.features(torch.rand(2, 3, 64, 64)):
+        torch.testing.assert_close(level.square().mean(dim=(1, 2, 3)), torch.ones(2))

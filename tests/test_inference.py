@@ -319,11 +319,11 @@ def test_an_unknown_reuse_mode_is_refused(monkeypatch):
 
 
 def test_peak_memory_counts_new_tensors_not_in_place_results():
-    from core.inference import _PeakMemory
+    from core.inference import PeakMemory
 
     with torch.device("meta"):
         x = torch.empty(1, 8, 100, 100)
-    with torch.inference_mode(), _PeakMemory() as tracker:
+    with torch.inference_mode(), PeakMemory() as tracker:
         y = torch.relu(x)  # new: 320,000 bytes
         y.add_(x).relu_()  # in place: no new memory
         z = y * 2  # new

@@ -43,10 +43,15 @@ def train_command(argv: list[str]) -> int:
         config = load_config(args.model, args.config)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
+    from train.memory import DoesNotFit
+
     context = initialise(args.device)
     try:
         card = train(model_name=args.model, data=args.data, out=args.out, config=config, context=context,
                      max_steps=args.max_steps, resume=args.resume, val=None if args.no_val else args.val)
+    except DoesNotFit as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         shutdown()
     if context.main:

@@ -22,6 +22,7 @@ from core.metrics import psnr, ssim
 from core.registry import create_model, get_card
 from train.data import ValidationPairs, build_dataset
 from train.distributed import Context, barrier, broadcast_parameters
+from train.memory import check_fits
 from train.recipes import RECIPES
 
 STATE_FILE = "state.pt"
@@ -240,6 +241,8 @@ def train(
         held_out=val,
         scale=config["data"].get("scale"),
     )
+    if context.device.type == "cpu" and settings.get("memory_check", True):
+        check_fits(model_name, config, dataset)  # before anything large is allocated: a clear refusal, not the OOM killer
     pairs = ValidationPairs(val, max_side=settings["val_max_side"]) if val else None
     preview = (
         PreviewPairs(ValidationPairs(val), settings["val_preview"]) if val and settings.get("val_preview") else None
