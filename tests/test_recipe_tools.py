@@ -141,3 +141,15 @@ def test_preview_pairs_are_whole_frames_resized_as_the_app_resizes():
     assert preview[0]["blur"].shape == (3, 180, 320)
     np.testing.assert_array_equal(preview[0]["blur"].permute(1, 2, 0).numpy(), resize_longest(first, 320))
     assert math.isclose(len(preview), len(pairs))
+
+
+def test_the_card_states_the_recipe_actually_used():
+    from train.config import CONFIG_DIR
+    from train.ship import recipe_summary
+
+    summary = recipe_summary(load_config("lmfn", CONFIG_DIR / "cpu" / "lmfn.toml"))
+    for fact in ("AdamW lr 0.001, betas (0.9, 0.9)", "100-step linear warm-up, then cosine to 1e-06",
+                 "bfloat16 autocast on the CPU", "EMA of the weights (0.999)", "[1, 4]", "pixel loss charbonnier"):
+        assert fact in summary, (fact, summary)
+    paper = recipe_summary(load_config("lmfn"))
+    assert "Adam lr 0.0001" in paper and "float32" in paper and "EMA" not in paper and "warm-up" not in paper

@@ -76,12 +76,32 @@ def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] 
     )
 
 
+def recipe_summary(config: dict) -> str:
+    """The optimisation recipe of a run in one line: optimiser, schedule, precision, weight average, augmentation."""
+    optim, schedule, settings, data = config["optim"], config["schedule"], config["train"], config["data"]
+    parts = [f"{optim['name'].replace('adamw', 'AdamW').replace('adam', 'Adam')} lr {optim['lr']:g}, betas "
+             f"({', '.join(f'{b:g}' for b in optim['betas'])}), weight decay {optim.get('weight_decay', 0):g}"]
+    shape = schedule["kind"] + (f" to {schedule['min_lr']:g}" if schedule["kind"] == "cosine" else "")
+    if schedule.get("warmup"):
+        shape = f"{schedule['warmup']}-step linear warm-up, then {shape}"
+    parts.append(f"{shape} over {schedule['steps']:,} steps")
+    parts.append("bfloat16 autocast on the CPU" if settings.get("cpu_bf16") else "float32")
+    if settings.get("ema"):
+        parts.append(f"EMA of the weights ({settings['ema']:g}) validated and exported")
+    if data.get("scale"):
+        parts.append(f"real-blur crops downscaled by a log-uniform factor in [{data['scale'][0]:g}, {data['scale'][1]:g}]")
+    if config["loss"].get("pixel"):
+        parts.append(f"pixel loss {config['loss']['pixel']}")
+    return "; ".join(parts)
+
+
 def stage_summary(card: dict) -> dict:
     """One training stage as a shipped card's ``stages`` lists it (from a run's card.json)."""
     config = card["config"]
     return {"steps": card["steps"], "samples": card["samples"], "wall_seconds": card["wall_seconds"],
             "batch_size": config["data"]["batch_size"], "crop": config["data"]["crop"], "lr": config["optim"]["lr"],
             "seed": config["train"]["seed"], "init": config["train"].get("init"), "hardware": card["hardware"],
+            "recipe": recipe_summary(config), "losses_used": card.get("losses_used"), "teacher": card.get("teacher"),
             "validation_best": card.get("validation_best")}
 
 
@@ -96,7 +116,9 @@ def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     card = json.loads(shipped.read_text())
     if card.get("sha256") != sha256(target):
         raise ValueError(f"{target} is not the file {shipped} describes: cannot say what this run continued")
-    return card.get("stages") or [stage_summary(card)]
+    stages = card.get("stages") or [stage_summary(card)]
+    # stages shipped before cards listed their losses and teacher: those the shipped card recorded for them all
+    return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage} for stage in stages]
 
 
 def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
@@ -148,6 +170,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
         "sha256": sha256(target),
         "bytes": target.stat().st_size,
         "precision": precision,
+        "recipe": recipe_summary(run_card["config"]),
         **{key: run_card[key] for key in ("data", "validation", "steps", "samples", "wall_seconds", "hardware",
                                            "losses_used", "teacher", "validation_best", "validation_last", "torch",
                                            "config")},
