@@ -1,9 +1,12 @@
 """The shipped checkpoints' scores: runs ``python -m core evaluate`` on gopro_dev and on the Köhler photos, writes
 the scores into each model card (``checkpoints/<model>.json``) and the results table into the README.
 
-    python benchmarks/results.py [--data ../shared/data] [--models all] [--skip-eval]
+    python benchmarks/results.py [--data ../shared/data] [--models all] [--sets gopro_dev,gopro_dev_320,kohler]
+        [--skip-eval]
 
-The raw per-image results stay in ``benchmarks/results/{gopro_dev,kohler}/evaluation.{csv,json}``; ``--skip-eval``
+Three sets: the gopro_dev pairs at full size, the same pairs shrunk to the app's default 320 px processing size
+(``evaluate --size 320``: both images resized as the app resizes them), and the Köhler photos (NIQE only).
+The raw per-image results stay in ``benchmarks/results/<set>/evaluation.{csv,json}``; ``--skip-eval``
 rebuilds the cards and the table from them without running the models again.
 """
 
@@ -23,18 +26,22 @@ from core.registry import checkpoint_path, list_models, shipped_card  # noqa: E4
 
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SETS = {"gopro_dev": "gopro_dev", "kohler": "real_blurry/kohler"}
+SETS = {"gopro_dev": ("gopro_dev", None), "gopro_dev_320": ("gopro_dev", 320), "kohler": ("real_blurry/kohler", None)}
+PREVIEW = 320
 
 
-def run_evaluations(data: Path, models: str) -> None:
+def run_evaluations(data: Path, models: str, sets: list[str]) -> None:
     """Evaluate; with named models (not ``all``) only their rows are replaced in the stored results."""
-    for key, folder in SETS.items():
-        output = RESULTS / key if models == "all" else RESULTS / key / "partial"
-        command = [sys.executable, "-m", "core", "evaluate", "--model", models, "--data", str(data / folder),
-                   "--output", str(output)]
+    for key in sets:
+        folder, size = SETS[key]
+        whole = models == "all" or not (RESULTS / key / "evaluation.json").is_file()  # a new set: every model
+        output = RESULTS / key if whole else RESULTS / key / "partial"
+        command = [sys.executable, "-m", "core", "evaluate", "--model", "all" if whole else models,
+                   "--data", str(data / folder),
+                   "--output", str(output), *(["--size", str(size)] if size else [])]
         print("+", " ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
-        if models != "all":
+        if not whole:
             merge_partial(RESULTS / key, output)
 
 
@@ -55,13 +62,14 @@ def summaries() -> dict[str, dict[str, dict]]:
     """{set: {model: summary row}} from the evaluation JSON files."""
     found = {}
     for key in SETS:
-        report = json.loads((RESULTS / key / "evaluation.json").read_text())
+        path = RESULTS / key / "evaluation.json"
+        report = json.loads(path.read_text()) if path.is_file() else {"summary": []}
         found[key] = {row["model"]: row for row in report["summary"]}
     return found
 
 
 def update_cards(scores: dict[str, dict[str, dict]]) -> None:
-    gopro, kohler = scores["gopro_dev"], scores["kohler"]
+    gopro, kohler, preview = scores["gopro_dev"], scores["kohler"], scores["gopro_dev_320"]
     for name in list_models():
         card = shipped_card(name)
         if card is None or name not in gopro:
@@ -70,6 +78,9 @@ def update_cards(scores: dict[str, dict[str, dict]]) -> None:
             "gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
                           "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
                           "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]},
+            **({f"gopro_dev_at_{PREVIEW}px": {"psnr": preview[name]["psnr"], "ssim": preview[name]["ssim"],
+                                              "input_psnr": preview["input"]["psnr"],
+                                              "input_ssim": preview["input"]["ssim"]}} if name in preview else {}),
             "kohler": {"niqe": kohler[name]["niqe"], "input_niqe": kohler["input"]["niqe"],
                        "images": kohler[name]["images"]},
             "command": "python benchmarks/results.py",
@@ -81,12 +92,19 @@ def number(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def signed(value, reference) -> str:
+    return "n/a" if value is None or reference is None else f"{value - reference:+.2f}"
+
+
 def table(scores: dict[str, dict[str, dict]]) -> str:
-    gopro, kohler = scores["gopro_dev"], scores["kohler"]
+    gopro, kohler, preview = scores["gopro_dev"], scores["kohler"], scores["gopro_dev_320"]
+    empty = {"psnr": None, "ssim": None}
     lines = [
-        "| model | weights | gopro_dev PSNR (dB) | gain | SSIM | Köhler NIQE (lower is better) | s / 1280x720 image |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | weights | gopro_dev PSNR (dB) | gain | SSIM | at {PREVIEW} px: PSNR | gain | SSIM | "
+        "Köhler NIQE (lower is better) | s / 1280x720 image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| blurry input | - | {number(gopro['input']['psnr'], 2)} | - | {number(gopro['input']['ssim'], 4)} | "
+        f"{number(preview.get('input', empty)['psnr'], 2)} | - | {number(preview.get('input', empty)['ssim'], 4)} | "
         f"{number(kohler['input']['niqe'], 2)} | - |",
     ]
     for name in list_models():
@@ -94,14 +112,17 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
             continue
         card = shipped_card(name)
         weights = card["headline"] if card else "untrained (random weights)"
-        gain = None if gopro[name]["psnr"] is None else gopro[name]["psnr"] - gopro["input"]["psnr"]
+        small = preview.get(name, empty)
         lines.append(
-            f"| {name} | {weights} | {number(gopro[name]['psnr'], 2)} | {'n/a' if gain is None else f'{gain:+.2f}'} | "
-            f"{number(gopro[name]['ssim'], 4)} | {number(kohler[name]['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
+            f"| {name} | {weights} | {number(gopro[name]['psnr'], 2)} | {signed(gopro[name]['psnr'], gopro['input']['psnr'])} | "
+            f"{number(gopro[name]['ssim'], 4)} | {number(small['psnr'], 2)} | "
+            f"{signed(small['psnr'], preview.get('input', empty)['psnr'])} | {number(small['ssim'], 4)} | "
+            f"{number(kohler[name]['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
         )
     images = gopro["input"]["images"], kohler["input"]["images"]
     lines.append("")
-    lines.append(f"{images[0]} gopro_dev pairs (full 1280x720 frames) and {images[1]} Köhler photos; "
+    lines.append(f"{images[0]} gopro_dev pairs (full 1280x720 frames, and the same pairs shrunk to the app's default "
+                 f"{PREVIEW} px as the app shrinks them: `evaluate --size {PREVIEW}`) and {images[1]} Köhler photos; "
                  "written by `python benchmarks/results.py` from `python -m core evaluate`.")
     return "\n".join(lines)
 
@@ -120,10 +141,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--models", default="all")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
     parser.add_argument("--skip-eval", action="store_true", help="reuse benchmarks/results/*/evaluation.json")
     args = parser.parse_args()
+    sets = args.sets.split(",")
+    unknown = [key for key in sets if key not in SETS]
+    if unknown:
+        parser.error(f"unknown sets {unknown}; choose from {', '.join(SETS)}")
     if not args.skip_eval:
-        run_evaluations(args.data, args.models)
+        run_evaluations(args.data, args.models, sets)
     scores = summaries()
     update_cards(scores)
     text = table(scores)
