@@ -750,7 +750,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             with gr.Tab("Adapt at test time", id="adapt"):
                 gr.Markdown(ADAPT_NOTE)
                 with gr.Row():
-                    adapt_model = gr.Dropdown(reblur_models(), value=reblur_models()[-1], label="Model")
+                    adapt_model = gr.Dropdown(reblur_models(), value=scoring_model(), label="Model")  # a trained one
                     steps = gr.Slider(0, MAX_STEPS, value=5, step=1, label="Steps", elem_id="adapt-steps")
                     lr = gr.Number(value=PAPER_LR, label=f"Learning rate (paper: {PAPER_LR:g})")
                 with gr.Row():

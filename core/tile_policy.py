@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.registry import create_model, get_card, shipped_architecture
+from core.registry import create_model, shipped_architecture
 from core.tiling import tile_starts
 
 DEFAULT_BUDGET_BYTES = 2_500_000_000  # activations of one model run; override per call
@@ -55,19 +55,26 @@ class PeakMemory(TorchDispatchMode):
 
 
 @functools.lru_cache(maxsize=None)
-def bytes_per_pixel(name: str) -> float:
-    """Peak activation memory of one inference forward per input pixel, measured on the meta device at 256x256.
-
-    Measured on the network ``load_model`` runs: a checkpoint trained in a reduced configuration needs a fraction
-    of the registered network's memory, and so tiles later or never.
-    """
+def _traced(name: str) -> tuple[float, tuple[int, int]]:
+    """(peak activation bytes per input pixel, pad multiple (h, w)) of the network ``load_model`` runs, from one
+    inference forward at 256x256 on the meta device. The pad multiple is the model's own (``DeblurModel.pad_hw``),
+    its one owner."""
     side = 256
     with torch.device("meta"):
         model = create_model(name, **shipped_architecture(name))
         image = torch.empty(1, 3, side, side)
     with torch.inference_mode(), PeakMemory() as tracker:
         model(image)
-    return tracker.peak / (side * side)
+    return tracker.peak / (side * side), tuple(model.pad_hw)
+
+
+def bytes_per_pixel(name: str) -> float:
+    """Peak activation memory of one inference forward per input pixel, measured on the meta device at 256x256.
+
+    Measured on the network ``load_model`` runs: a checkpoint trained in a reduced configuration needs a fraction
+    of the registered network's memory, and so tiles later or never.
+    """
+    return _traced(name)[0]
 
 
 def fits(name: str, height: int, width: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> bool:
@@ -88,8 +95,7 @@ def auto_tile(
         return None
     per_pixel = bytes_per_pixel(name)
     budget_bytes = int(TILE_SHARE * budget_bytes)
-    multiple = get_card(name).pad_multiple
-    multiple = max(16, max(multiple) if isinstance(multiple, tuple) else multiple)
+    multiple = max(16, *_traced(name)[1])
 
     def side(length: int, parts: int) -> int:
         needed = math.ceil((length + (parts - 1) * overlap) / parts)
