@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.complexity import count_macs, parameter_count
-from core.registry import checkpoint_path, create_model, get_card, list_models, shipped_architecture
+from core.registry import create_model, get_card, list_models, shipped_architecture, shipped_weights
 
 SIZES = ((256, 256), (720, 1280))
 
@@ -36,7 +36,7 @@ def info(_args: argparse.Namespace) -> int:
         card = get_card(name)
         params = parameter_count(create_model(name))
         macs = "".join(f"{count_macs(name, h, w) / 1e9:>18.2f}" for h, w in SIZES)
-        weights = "shipped" if checkpoint_path(name).is_file() else "none (untrained)"
+        weights = "shipped" if shipped_weights(name).trained else "none (untrained)"
         reduced = shipped_architecture(name)
         print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights if not reduced else 'reduced, below'}")
         if reduced:

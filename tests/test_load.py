@@ -176,11 +176,12 @@ def adaptations(monkeypatch) -> dict:
     """The adaptations the app runs from now on (``core.tta.adapt_steps``, which ``core.compare`` calls): when
     each step ended, and, once each generator ended or was closed, how many updates it ran and whether it ran out."""
     seen = {"step times": [], "results": []}
+    adapt_steps = tta.adapt_steps
 
     def recorded(*args, **kwargs):
         steps, finished = 0, False
         try:
-            for event in tta.adapt_steps(*args, **kwargs):
+            for event in adapt_steps(*args, **kwargs):
                 if isinstance(event, tta.Step) and event.step > 0:
                     steps = event.step
                     seen["step times"].append(time.monotonic())
