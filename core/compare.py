@@ -26,14 +26,17 @@ import shutil
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from core import visualize
+from core import tta, visualize
 from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
 from core.images import ImageError, read_image, write_png
+from core.inference import default_device, load_model, restore, to_tensor, to_uint8
 from core.metrics import LPIPS_MIN_SIDE, MetricUnavailable, lpips_score, niqe, psnr, reblur_score, ssim
 from core.models.base import MIN_SIDE
 from core.registry import get_card, list_models, shipped_weights
@@ -164,8 +167,6 @@ def scoring_model() -> str:
 
 def scorer():
     """The shared instance of ``scoring_model()``, on the default device."""
-    from core.inference import default_device, load_model
-
     return load_model(scoring_model(), str(default_device()))[0]
 
 
@@ -180,8 +181,6 @@ def smallest_first(models: Sequence[str]) -> list[str]:
 
 def run_method(key: str, photo: Photo, *, tile: int | None = None, return_maps: bool = True) -> Output:
     """The input itself, the classical baseline (which needs the photo's reference), or a model's restoration."""
-    from core.inference import restore
-
     if key == INPUT:
         return Output(INPUT, label(INPUT), visualize.as_uint8(photo.image))
     if key == BASELINE:
@@ -328,10 +327,6 @@ def shown_images(result: Result) -> list[tuple[str, str, np.ndarray]]:
 
 def reblurred_by(model, image: np.ndarray) -> np.ndarray:
     """M_R of a Reblur model applied to an H x W x 3 image in [0, 1]: the image it would reblur to (in [0, 1])."""
-    import torch
-
-    from core.inference import to_tensor, to_uint8
-
     device = next(model.reblur.parameters()).device
     with torch.inference_mode():
         return to_uint8(model.reblur(to_tensor(image).to(device))).astype(np.float64) / 255.0
@@ -413,18 +408,13 @@ class AdaptedStep:
 def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool = True):
     """Reblur's Algorithm 1 on a photo with model ``name``: yields an ``AdaptedStep`` for step 0 and after every
     update (with its metrics when ``scored``), then the ``core.tta.Adaptation``. Closing it cancels."""
-    from contextlib import closing
-
-    from core.inference import default_device, load_model, to_tensor, to_uint8
-    from core.tta import Adaptation, adapt_steps
-
     if name not in reblur_models():
         raise ValueError(f"test-time adaptation needs a model with a reblurring module: one of "
                          f"{', '.join(reblur_models())}")
     model, _ = load_model(name, str(default_device()))
-    with closing(adapt_steps(model, to_tensor(photo.image), steps=steps, lr=lr)) as events:
+    with closing(tta.adapt_steps(model, to_tensor(photo.image), steps=steps, lr=lr)) as events:
         for event in events:
-            if isinstance(event, Adaptation):
+            if isinstance(event, tta.Adaptation):
                 yield event
                 return
             image = to_uint8(event.image)

@@ -55,8 +55,9 @@ def test_demo_builds_without_launching_running_a_model_or_trying_lpips(monkeypat
     def forbidden(*args, **kwargs):
         raise AssertionError("build_demo() must not build or run a model, nor try to load LPIPS")
 
-    for module, name in ((core.inference, "load_model"), (core.inference, "restore"), (core.registry, "create_model"),
-                         (core.inference, "create_model"), (core.tile_policy, "create_model")):
+    for module, name in ((core.inference, "load_model"), (core.inference, "restore"), (engine, "load_model"),
+                         (engine, "restore"), (core.registry, "create_model"), (core.inference, "create_model"),
+                         (core.tile_policy, "create_model")):
         monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(core.metrics, "_LPIPS", core.metrics._LoadOnce(forbidden))
     demo = app.build_demo()
