@@ -4,9 +4,10 @@
     python -m core deblur --model NAME|all --input FILE|DIR --output DIR [--tile N] [--tta-steps N]
     python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N] [--size N] [--baseline] [--zip]
                                                                             (pairs, or photos alone)
+    python -m core kernels --model NAME|all --input FILE --output DIR [--at Y,X] [--size N]
 
-``deblur`` and ``evaluate`` run ``core.compare``, the engine of the app: the same outputs, the same rows (columns,
-missing-value rules, reblur score), means and exports.
+``deblur``, ``evaluate`` and ``kernels`` run ``core.compare``, the engine of the app: the same outputs, the same
+rows (columns, missing-value rules, reblur score), means, exports and remaining-blur kernels.
 
 Bad arguments exit with code 2; a file that fails is named and the others go on, with exit code 1 at the end.
 """
@@ -114,6 +115,50 @@ def deblurred(photo, name: str, args: argparse.Namespace) -> tuple[np.ndarray, f
         return image, time.perf_counter() - start
     output = engine.run_method(name, photo, tile=args.tile, return_maps=False)
     return output.image, output.seconds
+
+
+def kernels(args: argparse.Namespace) -> int:
+    """The app's "remaining blur at the point": for the input and every model's output, the kernel taking it to
+    M_R of it (Reblur's Fig. 1), drawn as the app draws it, one PNG per method."""
+    from core import compare as engine
+    from core import visualize
+    from core.images import ImageError, write_png
+
+    try:
+        photo, _ = engine.read_photo(args.input.name, args.input, None, args.size)
+    except (ImageError, engine.PhotoError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not engine.kernel_fits(photo.image):
+        print(f"error: {photo.name} is too small at this size to estimate a {engine.KERNEL_SIZE}x{engine.KERNEL_SIZE} "
+              "kernel in", file=sys.stderr)
+        return 1
+    height, width = photo.image.shape[:2]
+    point = args.at if args.at is not None else (height // 2, width // 2)
+    if not (0 <= point[0] < height and 0 <= point[1] < width):
+        print(f"error: the point {point[0]},{point[1]} lies outside the {width}x{height} photo", file=sys.stderr)
+        return 1
+    scorer, failures = engine.scorer(), []
+    for key in [engine.INPUT, *args.models]:
+        output = engine.run_method(key, photo, tile=args.tile, return_maps=False)
+        try:
+            kernel = engine.kernel_at(output.image, point, scorer)
+        except ValueError as error:  # a flat region carries no information about blur
+            failures.append(f"{key}: {error}")
+            print(f"skipped: {key}: {error}", file=sys.stderr)
+            continue
+        target = args.output / f"{key}.png"
+        write_png(target, visualize.kernel_image(kernel))
+        print(f"{key}: kernel at y={point[0]}, x={point[1]} (M_R of {engine.scoring_model()}) -> {target}")
+    return 1 if failures else 0
+
+
+def point(value: str) -> tuple[int, int]:
+    try:
+        y, x = (int(part) for part in value.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected Y,X in pixels, got {value!r}") from error
+    return y, x
 
 
 def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
@@ -262,15 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--zip", action="store_true",
                        help="also write outputs.zip into --output: every output as lossless PNG, and the CSV")
     score.set_defaults(run=evaluate)
+    blur = commands.add_parser("kernels", help="the remaining-blur kernel of each output at a point, as the app shows")
+    blur.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    blur.add_argument("--input", required=True, type=Path, help="an image file")
+    blur.add_argument("--output", required=True, type=Path, help="folder for <method>.png")
+    blur.add_argument("--at", type=point, help="the point, Y,X in pixels at the processing size (default: centre)")
+    blur.add_argument("--size", type=int, help="shrink the photo to this longest side first, as the app does")
+    blur.add_argument("--tile", type=int, help="tile side (default: from a memory budget)")
+    blur.set_defaults(run=kernels)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("deblur", "evaluate"):
+    if args.command in ("deblur", "evaluate", "kernels"):
         args.models = chosen_models(args.model, parser)
-        source = args.input if args.command == "deblur" else args.data
+        source = args.data if args.command == "evaluate" else args.input
         if not source.exists():
             parser.error(f"{source} does not exist")
         if args.command == "deblur" and args.tta_steps < 0:
@@ -279,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--tile must be >= 0")
         if args.command == "evaluate" and args.zip and not args.output:
             parser.error("--zip needs --output")
-        if args.command == "evaluate" and args.size is not None and args.size < 16:
+        if getattr(args, "size", None) is not None and args.size < 16:
             parser.error("--size must be at least 16")
     return args.run(args)
 

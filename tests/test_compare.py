@@ -189,3 +189,32 @@ def test_a_sixth_paper_is_taken_by_the_engine_the_app_and_the_command_line_with_
     assert main(["evaluate", "--model", sixth, "--data", str(tmp_path / "data"), "--output", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert [row["model"] for row in report["summary"]] == ["input", sixth]
+
+
+def test_the_kernels_command_draws_what_the_apps_kernel_panel_shows(tmp_path):
+    """At the centre, then at a clicked point: the same pixels from ``python -m core kernels`` as on the page."""
+    import gradio as gr
+
+    blurry = str(app.ASSETS / "gopro-crowd-blur.png")  # 640x360, processed at 320x180
+    names = app.compare_outputs(app.paper_groups())
+    final = dict(zip(names, list(app.compare(blurry, models=["lmfn"], context=[engine.INPUT], size="320"))[-1]))
+    session = final["session"]
+    for point in (None, (30, 40)):
+        if point is None:
+            shown = final["kernels"]
+            at = []
+        else:
+            event = gr.SelectData(None, {"index": [point[1], point[0]], "value": None, "selected": True})
+            *_, shown = app.pick_point(session, 0, event)
+            at = ["--at", f"{point[0]},{point[1]}"]
+        shown = {caption: image for image, caption in shown}
+        assert set(shown) == {"Blurry input", "lmfn"}
+        folder = tmp_path / str(point)
+        assert main(["kernels", "--model", "lmfn", "--input", blurry, "--output", str(folder), "--size", "320",
+                     *at]) == 0
+        for key, caption in ((engine.INPUT, "Blurry input"), ("lmfn", "lmfn")):
+            assert np.array_equal(np.asarray(Image.open(folder / f"{key}.png")), shown[caption]), (point, key)
+    centre, moved = (np.asarray(Image.open(tmp_path / str(p) / "input.png")) for p in (None, (30, 40)))
+    assert not np.array_equal(centre, moved)  # another point, another kernel
+    with pytest.raises(SystemExit):
+        main(["kernels", "--model", "lmfn", "--input", blurry, "--output", str(tmp_path / "k"), "--at", "middle"])
