@@ -45,18 +45,18 @@ from core.blur import blur_image, trajectory_kernel
 from core.captions import maps_note
 from core.compare import (
     BASELINE,
+    COLUMNS,
     INPUT,
     KERNEL_SIZE,
     METRICS,
     REFERENCE,
-    COLUMNS,
     OutputReady,
     PhotoError,
     Result,
     reblur_models,
     scoring_model,
 )
-from core.images import ImageError, read_image
+from core.images import ImageError, read_image, write_png
 from core.inference import default_device, device_description
 from core.registry import get_card, list_models, shipped_weights
 from core.tta import PAPER_LR, Adaptation
@@ -358,8 +358,6 @@ def new_run_dir() -> Path:
 
 def png_file(image: np.ndarray) -> str:
     """The picture as a PNG file named by its content, written whole (``write_png``) before its name is handed on."""
-    from core.images import write_png
-
     image = np.ascontiguousarray(image)
     digest = hashlib.sha256(f"{image.shape} {image.dtype} ".encode() + image.tobytes()).hexdigest()
     path = IMAGES_DIR / f"{digest}.png"
