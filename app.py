@@ -1,10 +1,11 @@
 """The comparison app: five deblurring papers side by side on one photo, their inner maps, test-time adaptation.
 
 ``build_demo()`` builds the Gradio UI without launching it; ``python app.py`` launches it (Gradio's own
-``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honoured). Every computation is a ``core`` call: restoration
-(``core.inference``), metrics (``core.metrics``), test-time adaptation (``core.tta``), kernels and deconvolution
-(``core.diagnostics``, ``core.blur``), and every picture a person looks at (``core.visualize``). The handlers here
-only gather inputs, call those, and lay out what comes back.
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honoured). The app only presents: every output, metrics
+row, mean, kernel, export and adaptation step comes from ``core.compare`` (the engine ``python -m core
+evaluate`` / ``deblur`` use too), every picture from ``core.visualize``, every caption from ``core.captions``
+and every fact about a model from its card (``core.registry``). What lives here is the page's state (which photo,
+which point, which crop), the values its components show, and ``build_demo``.
 
 Named endpoints (``gradio_client``): ``/compare`` (streams: a row and an output per method as each finishes),
 ``/blur`` (make a blurry photo from a sharp one) and ``/adapt`` (streams every adaptation step). The others are
@@ -23,35 +24,42 @@ except ImportError:
     spaces = None
 
 import contextlib
-import csv
 import functools
 import hashlib
 import inspect
 import math
 import os
-import queue
 import shutil
 import tempfile
-import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import torch
 
+from core import compare as engine
 from core import visualize
+from core.allocator import reusing_freed_memory
 from core.blur import blur_image, trajectory_kernel
-from core.complexity import parameter_count
-from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
+from core.captions import maps_note
+from core.compare import (
+    BASELINE,
+    COLUMNS,
+    INPUT,
+    KERNEL_SIZE,
+    METRICS,
+    REFERENCE,
+    OutputReady,
+    PhotoError,
+    Result,
+    reblur_models,
+    scoring_model,
+)
 from core.images import ImageError, read_image, write_png
-from core.inference import default_device, load_model, restore, reusing_freed_memory, to_tensor, to_uint8
-from core.metrics import MetricUnavailable, lpips_score, niqe, psnr, reblur_score, ssim
-from core.models.base import MIN_SIDE
-from core.registry import checkpoint_path, get_card, list_models, shipped_card
-from core.tta import PAPER_LR, adapt
+from core.inference import default_device, device_description
+from core.registry import get_card, list_models, shipped_weights
+from core.tta import PAPER_LR, Adaptation
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -59,14 +67,7 @@ RUNS_DIR = Path(tempfile.gettempdir()) / "deblur-workbench"  # CSV and ZIP downl
 RUNS_KEPT_S = 24 * 3600
 IMAGES_DIR = RUNS_DIR / "images"  # every picture handed to Gradio, one PNG per content (see ``served``)
 
-INPUT = "input"  # the blurry photo itself, as a row of the comparison
-REFERENCE = "reference"
-BASELINE = "richardson-lucy"
 CONTEXT_CHOICES = [("Blurry input", INPUT), ("Richardson-Lucy (classical, kernel from the sharp reference)", BASELINE)]
-BASELINE_ITERATIONS = 30
-KERNEL_SIZE = 31  # blur kernels drawn, estimated and shown: 31 x 31, as core.blur draws them
-KERNEL_WINDOW = 4 * KERNEL_SIZE  # pixels around a picked point used to estimate its remaining-blur kernel
-KERNEL_MARGIN = 16  # extra pixels fed to M_R around that window (its 5x5 convolutions see beyond the window)
 MAP_SIDE = 512  # longest side of a map as shown
 ZOOM_SIDE = 256
 MAX_STEPS = 30
@@ -75,71 +76,16 @@ SIZE_CHOICES = [("192 px", "192"), ("320 px (preview)", "320"), ("512 px", "512"
                 ("full size", "full")]
 PREVIEW_SIZE = "320"
 
-COLUMNS = ["method", "PSNR (dB)", "SSIM", "LPIPS", "NIQE", "reblur score", "seconds", "parameters", "weights", "image"]
-METRICS = ["PSNR (dB)", "SSIM", "LPIPS", "NIQE", "reblur score"]
 DIGITS = {"PSNR (dB)": 2, "SSIM": 4, "LPIPS": 4, "NIQE": 3, "reblur score": 4, "seconds": 2, "Eq. 7 loss": 5}
-LPIPS_OFFLINE = "unavailable offline"
 NOT_APPLICABLE = "—"
-
-# What each model's maps are, in its paper's own terms, and which figure they mirror.
-MAP_NOTES = {
-    "sp-unet": (
-        "**prior 1-3**: the learned semantic priors f_pri^i at strides 1, 2, 4 (channel means, colour-mapped as the "
-        "paper shows them in Fig. 6-7); **CLC attention 1-2**: f_att^i of the Cross-Level Connection that pulls the "
-        "deeper prior into the shallower one (Eq. 3, Fig. 2a); **MLA prior 1-3**: the aggregated priors M^i (Eq. 5, "
-        "Fig. 2b); **SAT scale / shift**: mu and sigma with which the Semantic Attention Transformation modulates "
-        "each decoder skip, mu (f_de + f_en) + sigma (Eq. 6, Fig. 2c)."
-    ),
-    "fcn": (
-        "**query map 1**: the sigmoid query map of the global feature catcher's query-key mechanism (Sec. 3.2, "
-        "Fig. 3b), values in 0..1 that 'represent the importance of each pixel region for deblurring'; **stage 1-3 "
-        "output**: the images each stage of the multi-patch network restores, supervised by Eq. 1 (Fig. 2); "
-        "**trust ratios**: r_s, the trainable weights of the stage losses in Eq. 1 (Sec. 3.6)."
-    ),
-    "reblur": (
-        "**reblurred**: M_R(L), the reblurring module applied to the deblurred output L (Sec. 3, Fig. 2); "
-        "**residual blur**: |M_R(L) - L|, where M_R still finds blur to amplify: clean images are hard to reblur, so "
-        "a sharp output leaves it near zero. The remaining-blur kernel at a point you pick (Compare tab) is the "
-        "paper's Fig. 1; the Adapt tab runs its test-time adaptation (Algorithm 1)."
-    ),
-    "lmfn": (
-        "**ALFM attention**: the NC x NC channel-to-channel attention softmax(F F^T) across the four RFDB outputs "
-        "(4 x 50 channels) of the attention layer fusion module (Eq. 1-2, Fig. 2); **ACFM attention**: the sigmoid "
-        "gate W of the pseudo-3-D attention channel fusion module on the last RFDB (Eq. 3, Fig. 3), channel mean."
-    ),
-    "gradientnet": (
-        "**Sobel of input**: the Sobel gradient magnitude of the blurry input, the paper's baseline edge detector "
-        "(Fig. 4(b)); **RGCL horizontal / vertical k**: the responses of the 1x3 and 3x1 gradient convolutions "
-        "k_1x3 * U and k_3x1 * U of the recurrent gradient convolutional layer (Eq. 7, Fig. 3) in MBRB k, k = 1..10, "
-        "at 1/4 resolution: the learned counterpart of Fig. 4(c)-(e)."
-    ),
-}
 
 
 # Models and their cards
 
 
-def reblur_models() -> list[str]:
-    """The variants with a reblurring module M_R: those whose card declares a "reblurred" map."""
-    return [name for name in list_models() if "reblurred" in get_card(name).maps]
-
-
-def scoring_model() -> str:
-    """The variant whose M_R scores every output's reblur score: a trained one where there is one."""
-    names = reblur_models()
-    trained = [name for name in names if checkpoint_path(name).is_file()]
-    return (trained or names)[-1]
-
-
 def weights_line(name: str) -> str:
     """The shipped card's headline, or a plain statement that the model runs on random weights."""
-    if not checkpoint_path(name).is_file():
-        return "untrained (random weights)"
-    try:
-        card = shipped_card(name) or {}
-    except ValueError:  # a card that is not valid JSON says nothing more than that weights exist
-        card = {}
-    return card.get("headline") or "trained weights (no model card shipped)"
+    return shipped_weights(name).headline
 
 
 def short_title(name: str) -> str:
@@ -147,7 +93,19 @@ def short_title(name: str) -> str:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    return [(f"{name} — {short_title(name)} ({get_card(name).year})", name) for name in list_models()]
+    """Every model's checkbox: its paper, year, and which weights it runs on, in a few words."""
+    return [(f"{name} — {short_title(name)} ({get_card(name).year}) · {shipped_weights(name).short}", name)
+            for name in list_models()]
+
+
+def default_models() -> list[str]:
+    """The models ticked when the page opens: the trained ones (an untrained one is there to be picked)."""
+    return [name for name in list_models() if shipped_weights(name).trained]
+
+
+def default_context(reference) -> list[str]:
+    """The blurry input always; the baseline only with a reference (its kernel is estimated from it)."""
+    return [INPUT, BASELINE] if reference else [INPUT]
 
 
 def model_lines() -> str:
@@ -174,19 +132,13 @@ def paper_groups() -> list[tuple[str, list[str]]]:
 
 def map_note(names: list[str]) -> str:
     card = get_card(names[0])
-    note = next((MAP_NOTES[key] for key in (*names, *(n.split("-")[0] for n in names)) if key in MAP_NOTES), None)
-    note = note or "The maps this model declares on its card: " + ", ".join(card.maps) + "."
-    return f"**{card.paper}**, {card.authors} ({card.venue} {card.year}).\n\n{note}"
+    return f"**{card.paper}**, {card.authors} ({card.venue} {card.year}).\n\n{maps_note(names[0])}"
 
 
 def device_text() -> str:
     if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
         return "ZeroGPU (a GPU is attached while a model runs)"
-    device = default_device()
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU ({threads} threads)"
+    return device_description()
 
 
 def on_gpu(function):
@@ -194,35 +146,29 @@ def on_gpu(function):
     return spaces.GPU(duration=180)(function) if spaces is not None else function
 
 
-# What a run holds
+# What the page holds of a run
 
 
 @dataclass
-class Output:
-    key: str  # INPUT, BASELINE or a model name
-    label: str
-    image: np.ndarray  # H x W x 3 uint8 at the processing size
-    seconds: float | None = None
-    maps: list = field(default_factory=list)  # (image, caption) of the model's maps, drawn
-    error: np.ndarray | None = None  # the error map against the reference, drawn
-    kernel: np.ndarray | None = None  # the remaining-blur kernel at the session's point, drawn
+class Drawn:
+    """The pictures drawn of one photo's result, kept so that showing them again costs nothing."""
 
-
-@dataclass
-class Photo:
-    name: str
-    image: np.ndarray  # H x W x 3 float32 in [0, 1] at the processing size
-    reference: np.ndarray | None
-    outputs: dict[str, Output] = field(default_factory=dict)
-    rows: dict[str, dict] = field(default_factory=dict)  # key -> the metrics row
+    maps: dict[str, list] = field(default_factory=dict)  # key -> [(image, caption)] of the model's maps
+    errors: dict[str, np.ndarray] = field(default_factory=dict)  # key -> its error map against the reference
+    kernels: dict[str, np.ndarray | None] = field(default_factory=dict)  # key -> its kernel at the point, drawn
     error_scale: float | None = None
 
 
 @dataclass
 class Session:
-    photos: list[Photo]
+    results: list[Result] = field(default_factory=list)  # core.compare's, one per photo
+    drawn: list[Drawn] = field(default_factory=list)
     point: tuple[int, int] | None = None  # (y, x) for the zoom and the kernels, shared by every photo
     crop: int = 96
+
+    @property
+    def photos(self) -> list[engine.Photo]:
+        return [result.photo for result in self.results]
 
 
 # Inputs
@@ -237,78 +183,32 @@ def processing_side(size: str) -> int | None:
     return int(size)
 
 
-def read_photo(path: str, what: str) -> np.ndarray | None:
-    """A file as a float image, or None after a warning naming the file and what is wrong with it."""
-    try:
-        return read_image(path)
-    except ImageError as error:
-        gr.Warning(f"{what} skipped: {error}")
-        return None
-
-
-def prepare_photo(name: str, path: str, reference_path: str | None, side: int | None) -> Photo | None:
-    """One photo (and its reference) read and brought to the processing size; None (with a warning) if unusable."""
-    image = read_photo(path, name)
-    if image is None:
-        return None
-    reference = read_photo(reference_path, f"The reference of {name}") if reference_path else None
-    if reference is not None and reference.shape != image.shape:
-        gr.Warning(
-            f"The reference of {name} is {reference.shape[1]}x{reference.shape[0]} but the photo is "
-            f"{image.shape[1]}x{image.shape[0]}: a reference must show the same view at the same size, "
-            "so the metrics that need one are left out."
-        )
-        reference = None
-    if side is not None:
-        image = visualize.resize_longest(image, side)
-        reference = None if reference is None else visualize.resize_longest(reference, side)
-    if min(image.shape[:2]) < MIN_SIDE:
-        gr.Warning(
-            f"{name} skipped: it is {image.shape[1]}x{image.shape[0]} at this processing size; every model needs "
-            f"at least {MIN_SIDE} pixels on each side (choose a larger size, or a larger photo)."
-        )
-        return None
-    return Photo(name=name, image=image, reference=reference)
-
-
-def gather_photos(blurry, reference, more, more_references, size: str) -> list[Photo]:
-    """The photo (with its reference) and any further photos (references matched by file name)."""
+def gather_photos(blurry, reference, more, more_references, size: str) -> list[engine.Photo]:
+    """The photo (with its reference) and any further photos (references matched by file name); every file that
+    cannot be used is named in a warning, and the others go on."""
     side = processing_side(size)
     references = {Path(path).stem: path for path in more_references or []}
     jobs = [(Path(blurry).name, blurry, reference)] if blurry else []
     jobs += [(Path(path).name, path, references.get(Path(path).stem)) for path in more or []]
     if reference and not blurry:
         gr.Warning("A sharp reference was given without a blurry photo: it is ignored.")
-    photos = [prepare_photo(name, path, ref, side) for name, path, ref in jobs]
-    return [photo for photo in photos if photo is not None]
+    photos = []
+    for name, path, reference_path in jobs:
+        try:
+            photo, notes = engine.read_photo(name, path, reference_path, side)
+        except ImageError as error:
+            gr.Warning(f"{name} skipped: {error}")
+            continue
+        except PhotoError as error:
+            gr.Warning(str(error))
+            continue
+        for note in notes:
+            gr.Warning(f"{note}, so the metrics that need one are left out.")
+        photos.append(photo)
+    return photos
 
 
-# Metrics
-
-
-def lpips_or_note(image: np.ndarray, reference: np.ndarray):
-    try:
-        return lpips_score(image, reference)
-    except MetricUnavailable:
-        return LPIPS_OFFLINE
-    except ValueError:  # smaller than LPIPS's network can see
-        return NOT_APPLICABLE
-
-
-def niqe_or_note(image: np.ndarray):
-    try:
-        return niqe(image)
-    except ValueError:  # under 96 x 96 pixels, or flat everywhere
-        return "needs 96 px"
-
-
-def measure(image: np.ndarray, reference: np.ndarray | None, scorer) -> dict:
-    """Every metric that applies to an output (uint8) given the reference (or None) and an M_R for the reblur score."""
-    x = image.astype(np.float64) / 255.0
-    row = {"NIQE": niqe_or_note(x), "reblur score": reblur_score(x, scorer)}
-    if reference is not None:
-        row |= {"PSNR (dB)": psnr(x, reference), "SSIM": ssim(x, reference), "LPIPS": lpips_or_note(x, reference)}
-    return row
+# Values the components show
 
 
 def formatted(column: str, value) -> str:
@@ -321,111 +221,35 @@ def formatted(column: str, value) -> str:
     return f"{value:.{DIGITS[column]}f}"
 
 
-def table_rows(photos: list[Photo]) -> list[dict]:
-    """A row per (photo, method), then with several photos the mean per method over the photos that have it."""
-    rows = [row for photo in photos for row in photo.rows.values()]
-    if len(photos) > 1:
-        for method in dict.fromkeys(row["method"] for row in rows):
-            same = [row for row in rows if row["method"] == method]
-            mean = {"image": f"mean of {len(same)}", "method": method, "weights": same[0].get("weights", "")}
-            for column in (*METRICS, "seconds"):
-                numbers = [row[column] for row in same if isinstance(row.get(column), (int, float))]
-                mean[column] = float(np.mean(numbers)) if numbers else same[0].get(column)
-            mean["parameters"] = same[0].get("parameters")
-            rows.append(mean)
-    return rows
-
-
-def table_value(photos: list[Photo]) -> dict:
-    data = [[formatted(c, row.get(c)) if c not in ("image", "method", "weights") else row.get(c, "") for c in COLUMNS]
-            for row in table_rows(photos)]
+def table_value(results: list[Result]) -> dict:
+    text = ("image", "method", "weights")
+    data = [[row.get(c) or "" if c in text else formatted(c, row.get(c)) for c in COLUMNS]
+            for row in engine.table_rows(results)]
     return {"headers": COLUMNS, "data": data}
 
 
-# Running the methods
-
-
-def run_method(key: str, photo: Photo, scorer_name: str) -> Output:
-    """The input itself, the classical baseline, or a model's restoration (with its maps, drawn)."""
-    if key == INPUT:
-        return Output(INPUT, "Blurry input", visualize.as_uint8(photo.image))
-    if key == BASELINE:
-        start = time.perf_counter()
-        kernel = estimate_kernel(photo.reference, photo.image, size=KERNEL_SIZE)
-        image = richardson_lucy(photo.image, kernel, iterations=BASELINE_ITERATIONS)
-        return Output(BASELINE, "Richardson-Lucy", visualize.as_uint8(image), time.perf_counter() - start)
-    result = restore(photo.image, key, return_maps=True)
-    size = visualize.fit_size(*photo.image.shape[:2], min(MAP_SIDE, max(photo.image.shape[:2])))
-    maps = [(visualize.render_map(value, size=size), f"{key} · {name}") for name, value in result.maps.items()]
-    return Output(key, key, result.image, result.seconds, maps)
-
-
-def pending_row(photo: Photo, output: Output) -> dict:
-    row = {"image": photo.name, "method": output.label, "seconds": output.seconds}
-    return row | {column: "computing…" for column in METRICS}
-
-
-def method_row(photo: Photo, output: Output, scorer) -> dict:
-    row = {"image": photo.name, "method": output.label, "weights": "", "seconds": output.seconds}
-    if output.key not in (INPUT, BASELINE):
-        model, trained = load_model(output.key, str(default_device()))
-        row |= {"weights": "trained" if trained else "untrained", "parameters": parameter_count(model)}
-    return row | measure(output.image, photo.reference, scorer)
-
-
-def reblurred_by(model, image: np.ndarray) -> np.ndarray:
-    """M_R of a Reblur model applied to an H x W x 3 image in [0, 1]: the image it would reblur to."""
-    device = next(model.reblur.parameters()).device
-    with torch.inference_mode():
-        return to_uint8(model.reblur(to_tensor(image).to(device))).astype(np.float64) / 255.0
-
-
-def kernel_at(output: Output, point: tuple[int, int], scorer) -> np.ndarray:
-    """Reblur's Fig. 1 for any output: the kernel taking it to its reblurred image, near the point, drawn."""
-    height, width = output.image.shape[:2]
-    top, left, bottom, right = visualize.crop_box(height, width, point, KERNEL_WINDOW + 2 * KERNEL_MARGIN)
-    patch = output.image[top:bottom, left:right].astype(np.float64) / 255.0
-    kernel = remaining_blur_kernel(
-        patch, reblurred_by(scorer, patch), center=(point[0] - top, point[1] - left), size=KERNEL_SIZE,
-        window=KERNEL_WINDOW,
-    )
-    return visualize.kernel_image(kernel)
-
-
-# What the page shows of a run
-
-
-def outputs_with_reference(photo: Photo) -> list[tuple[str, str, np.ndarray]]:
-    """(key, label, image) of the reference (when there is one) and every output."""
-    shown = [(key, output.label, output.image) for key, output in photo.outputs.items()]
-    if photo.reference is not None:
-        reference = (REFERENCE, "Sharp reference", visualize.as_uint8(photo.reference))
-        shown.insert(1 if INPUT in photo.outputs else 0, reference)
-    return shown
-
-
-def caption(output: Output) -> str:
+def caption(output: engine.Output) -> str:
     return output.label if output.seconds is None else f"{output.label} · {output.seconds:.2f} s"
 
 
-def gallery_value(photo: Photo) -> list:
-    captions = {key: caption(output) for key, output in photo.outputs.items()}
-    return [(image, captions.get(key, label)) for key, label, image in outputs_with_reference(photo)]
+def gallery_value(result: Result) -> list:
+    captions = {key: caption(output) for key, output in result.outputs.items()}
+    return [(image, captions.get(key, label)) for key, label, image in engine.shown_images(result)]
 
 
-def slider_value(photo: Photo, left: str | None, right: str | None):
-    images = {key: image for key, _, image in outputs_with_reference(photo)}
+def slider_value(result: Result, left: str | None, right: str | None):
+    images = {key: image for key, _, image in engine.shown_images(result)}
     if left not in images or right not in images:
         return None
     return images[left], images[right]
 
 
-def slider_choices(photo: Photo, left: str | None, right: str | None):
+def slider_choices(result: Result, left: str | None, right: str | None):
     """Dropdown updates for the slider's two sides, keeping the current choices where they still exist.
 
     Left: the input, the reference or any output; right: any output (by default the latest).
     """
-    everything = [(label, key) for key, label, _ in outputs_with_reference(photo)]
+    everything = [(label, key) for key, label, _ in engine.shown_images(result)]
     if not everything:
         return gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None), None, None
     restored = [(label, key) for label, key in everything if key not in (INPUT, REFERENCE)] or everything
@@ -435,66 +259,77 @@ def slider_choices(photo: Photo, left: str | None, right: str | None):
     return gr.Dropdown(choices=everything, value=left), gr.Dropdown(choices=restored, value=right), left, right
 
 
-def center_of(photo: Photo, point: tuple[int, int] | None) -> tuple[int, int]:
+def center_of(photo: engine.Photo, point: tuple[int, int] | None) -> tuple[int, int]:
     height, width = photo.image.shape[:2]
     if point is None:
         return height // 2, width // 2
     return min(point[0], height - 1), min(point[1], width - 1)
 
 
-def zoom_values(session: Session, photo: Photo):
+def zoom_values(session: Session, result: Result):
     """The picker (the input with the zoomed box drawn) and the zoomed crops of every image."""
+    photo = result.photo
     box = visualize.crop_box(*photo.image.shape[:2], center_of(photo, session.point), session.crop)
     picker = visualize.draw_box(photo.image, box)
-    shown = outputs_with_reference(photo)
-    crops = [(visualize.zoom(image, box, longest=ZOOM_SIDE), label) for _, label, image in shown]
+    crops = [(visualize.zoom(image, box, longest=ZOOM_SIDE), label) for _, label, image in engine.shown_images(result)]
     return picker, crops
 
 
-def kernel_values(session: Session, photo: Photo, scorer_name: str) -> list:
+def kernel_values(session: Session, index: int) -> list:
     """The remaining-blur kernel of every output at the session's point (none on photos too small to estimate one)."""
-    if min(photo.image.shape[:2]) <= 2 * KERNEL_SIZE:
+    result, drawn = session.results[index], session.drawn[index]
+    if not engine.kernel_fits(result.photo.image):
         return []
-    scorer, _ = load_model(scorer_name, str(default_device()))
-    point = center_of(photo, session.point)
+    point = center_of(result.photo, session.point)
     shown = []
-    for output in photo.outputs.values():
-        if output.kernel is None:
+    for key, output in result.outputs.items():
+        if key not in drawn.kernels:
             try:
-                output.kernel = kernel_at(output, point, scorer)
+                drawn.kernels[key] = visualize.kernel_image(engine.kernel_at(output.image, point, engine.scorer()))
             except ValueError:  # a flat region carries no information about blur: nothing to show there
-                continue
-        shown.append((output.kernel, output.label))
+                drawn.kernels[key] = None
+        if drawn.kernels[key] is not None:
+            shown.append((drawn.kernels[key], output.label))
     return shown
 
 
-def error_values(photo: Photo) -> list:
-    if photo.reference is None:
+def error_values(result: Result, drawn: Drawn) -> list:
+    reference = result.photo.reference
+    if reference is None:
         return []
-    if photo.error_scale is None:  # one scale for every output, set by the blurry input's own error
-        photo.error_scale = visualize.error_scale([visualize.as_uint8(photo.image)], photo.reference)
-    for output in photo.outputs.values():
-        if output.error is None:
-            output.error = visualize.error_map(output.image, photo.reference, vmax=photo.error_scale)
-    return [(output.error, f"{output.label}: |output - reference|") for output in photo.outputs.values()]
+    if drawn.error_scale is None:  # one scale for every output, set by the blurry input's own error
+        drawn.error_scale = visualize.error_scale([visualize.as_uint8(result.photo.image)], reference)
+    for key, output in result.outputs.items():
+        if key not in drawn.errors:
+            drawn.errors[key] = visualize.error_map(output.image, reference, vmax=drawn.error_scale)
+    return [(drawn.errors[key], f"{output.label}: |output - reference|") for key, output in result.outputs.items()]
 
 
-def maps_values(photo: Photo, groups: list[tuple[str, list[str]]]) -> list[list]:
-    ran = photo.outputs
-    return [[item for name in names if name in ran for item in ran[name].maps] for _, names in groups]
+def drawn_maps(result: Result, drawn: Drawn, key: str) -> list:
+    if key not in drawn.maps:
+        image = result.photo.image
+        size = visualize.fit_size(*image.shape[:2], min(MAP_SIDE, max(image.shape[:2])))
+        drawn.maps[key] = [(visualize.render_map(value, size=size), f"{key} · {name}")
+                           for name, value in result.outputs[key].maps.items()]
+    return drawn.maps[key]
+
+
+def maps_values(result: Result, drawn: Drawn, groups: list[tuple[str, list[str]]]) -> list[list]:
+    ran = result.outputs
+    return [[item for name in names if name in ran for item in drawn_maps(result, drawn, name)] for _, names in groups]
 
 
 def panels(session: Session, index: int, left: str | None, right: str | None, groups) -> dict:
     """Everything the page shows for one photo of the session."""
-    photo = session.photos[index]
-    left_update, right_update, left, right = slider_choices(photo, left, right)
-    picker, crops = zoom_values(session, photo)
+    result, drawn = session.results[index], session.drawn[index]
+    left_update, right_update, left, right = slider_choices(result, left, right)
+    picker, crops = zoom_values(session, result)
     values = {
-        "gallery": gallery_value(photo), "left": left_update, "right": right_update,
-        "slider": slider_value(photo, left, right), "picker": picker, "zoom": crops,
-        "kernels": kernel_values(session, photo, scorer_name=scoring_model()), "errors": error_values(photo),
+        "gallery": gallery_value(result), "left": left_update, "right": right_update,
+        "slider": slider_value(result, left, right), "picker": picker, "zoom": crops,
+        "kernels": kernel_values(session, index), "errors": error_values(result, drawn),
     }
-    values |= {f"maps {i}": maps for i, maps in enumerate(maps_values(photo, groups))}
+    values |= {f"maps {i}": maps for i, maps in enumerate(maps_values(result, drawn, groups))}
     return values
 
 
@@ -518,36 +353,6 @@ def new_run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
 
 
-def write_csv(path: Path, photos: list[Photo]) -> Path:
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in table_rows(photos):
-            writer.writerow({column: "" if row.get(column) is None else row[column] for column in COLUMNS})
-    return path
-
-
-def write_zip(path: Path, photos: list[Photo], csv_path: Path) -> Path:
-    """Every image of the run as lossless PNG (one folder per photo, a labelled grid of each) and the CSV."""
-    folder = path.with_suffix("")
-    folder.mkdir(parents=True, exist_ok=True)
-    for photo in photos:
-        stem = Path(photo.name).stem
-        shown = outputs_with_reference(photo)
-        if not shown:
-            continue
-        for key, _, image in shown:
-            write_png(folder / stem / f"{key}.png", image)
-        grid = visualize.labelled_grid([image for _, _, image in shown], [label for _, label, _ in shown])
-        write_png(folder / stem / "comparison.png", grid)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:  # PNG is compressed already
-        for file in sorted(folder.rglob("*.png")):
-            archive.write(file, file.relative_to(folder))
-        archive.write(csv_path, csv_path.name)
-    shutil.rmtree(folder)
-    return path
-
-
 # Pictures handed to Gradio
 
 
@@ -559,7 +364,7 @@ def png_file(image: np.ndarray) -> str:
     try:
         os.utime(path)  # shown again: kept from the sweep of old pictures (``new_run_dir``) for another day
     except FileNotFoundError:
-        write_png(path, image)
+        write_png(path, image, private=True)
     return str(path)
 
 
@@ -598,7 +403,7 @@ def served(handler):
 
 
 def releasing_memory(handler):
-    """The handler run inside ``core.inference.reusing_freed_memory``: its activations reuse freed heap memory, and
+    """The handler run inside ``core.allocator.reusing_freed_memory``: its activations reuse freed heap memory, and
     when the request ends, however it ends, the free heap goes back to the system (unless
     ``DEBLUR_REUSE_MEMORY=keep``): between requests an idle app holds its weights, not the last run's activations."""
     if inspect.isgeneratorfunction(handler):
@@ -634,6 +439,12 @@ def make_blurry(sharp, length: float = 15, seed: float = 0):
     return visualize.as_uint8(blurry), visualize.as_uint8(image), visualize.kernel_image(kernel)
 
 
+def context_for(reference, context):
+    """The context choices after the reference changed: the baseline ticked with a reference, never without."""
+    chosen = [key for key in context or [] if key != BASELINE]
+    return chosen + [BASELINE] if reference else chosen
+
+
 def compare(blurry, reference=None, more=None, more_references=None, models=None, context=(INPUT, BASELINE),
             size=PREVIEW_SIZE, progress=gr.Progress()):
     """Stream the comparison: after each method, its output; after its metrics, its row; at the end, downloads."""
@@ -647,65 +458,53 @@ def compare(blurry, reference=None, more=None, more_references=None, models=None
         raise gr.Error(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}.")
     groups = paper_groups()
     names = compare_outputs(groups)
-    keys = sorted(models or [], key=lambda name: get_card(name).params)  # smallest first: first output soonest
-    keys += [BASELINE] if BASELINE in (context or []) else []
+    keys = engine.smallest_first(models or []) + ([BASELINE] if BASELINE in (context or []) else [])
     show_input = INPUT in (context or [])
-    session = Session(photos)
-    scorer_name = scoring_model()
-    scorer, _ = load_model(scorer_name, str(default_device()))
+    session = Session()
     total = len(photos) * (len(keys) + show_input)
     done = 0
-    for index, photo in enumerate(photos):
-        if show_input:  # shown at once; its metrics (and LPIPS's one-off loading attempt) wait until the models ran
-            photo.outputs[INPUT] = run_method(INPUT, photo, scorer_name)
-            photo.rows[INPUT] = pending_row(photo, photo.outputs[INPUT])
-            yield frame(names, panels(session, index, None, None, groups) | {
-                "session": session, "photo": photo_choices(session, index), "table": table_value(photos),
-                "status": f"{photo.name}: running {', '.join(keys) or 'its metrics'}…",
+    events = engine.compare(photos, models or [], with_input=show_input, with_baseline=BASELINE in (context or []))
+    for event in events:
+        if event.index == len(session.results):
+            session.results.append(event.result)
+            session.drawn.append(Drawn())
+        name = event.result.photo.name
+        if isinstance(event, OutputReady):
+            label = event.result.outputs[event.key].label
+            if event.key == INPUT:
+                status = f"{name}: running {', '.join(keys) or 'its metrics'}…"
+            else:
+                status = f"{name}: **{label}** done, computing its metrics…"
+            yield frame(names, panels(session, event.index, None, None, groups) | {
+                "session": session, "photo": photo_choices(session, event.index),
+                "table": table_value(session.results), "status": status,
             })
-        for key in keys:
-            progress((done, total), desc=f"{photo.name}: running {key}")
-            if key == BASELINE and photo.reference is None:
-                photo.rows[key] = {"image": photo.name, "method": "Richardson-Lucy",
-                                   "PSNR (dB)": "needs a reference"}
-                done += 1
-                continue
-            output = run_method(key, photo, scorer_name)
-            photo.outputs[key] = output
-            photo.rows[key] = pending_row(photo, output)
-            yield frame(names, panels(session, index, None, None, groups) | {
-                "session": session, "photo": photo_choices(session, index), "table": table_value(photos),
-                "status": f"{photo.name}: **{output.label}** done, computing its metrics…",
-            })
-            photo.rows[key] = method_row(photo, output, scorer)
-            done += 1
-            yield frame(names, {"table": table_value(photos), "status": f"{done} of {total} done."})
-        if show_input:
-            progress((done, total), desc=f"{photo.name}: metrics of the input")
-            photo.rows[INPUT] = method_row(photo, photo.outputs[INPUT], scorer)
-            done += 1
-            yield frame(names, {"table": table_value(photos), "status": f"{done} of {total} done."})
+            continue
+        done += 1
+        progress((done, total), desc=f"{name}: {engine.label(event.key)} done")
+        yield frame(names, {"table": table_value(session.results), "status": f"{done} of {total} done."})
     run_dir = new_run_dir()
-    csv_path = write_csv(run_dir / "metrics.csv", photos)
-    zip_path = write_zip(run_dir / "outputs.zip", photos, csv_path)
+    csv_path = engine.write_csv(run_dir / "metrics.csv", engine.table_rows(session.results))
+    zip_path = engine.write_zip(run_dir / "outputs.zip", session.results, csv_path)
     yield frame(names, panels(session, 0, None, None, groups) | {  # complete, for API callers that take the last
-        "session": session, "photo": photo_choices(session, 0), "table": table_value(photos), "csv": str(csv_path),
-        "zip": str(zip_path), "status": done_text(photos, keys, scorer_name),
+        "session": session, "photo": photo_choices(session, 0), "table": table_value(session.results),
+        "csv": str(csv_path), "zip": str(zip_path), "status": done_text(session.results, keys),
     })
 
 
-def done_text(photos: list[Photo], keys: list[str], scorer_name: str) -> str:
+def done_text(results: list[Result], keys: list[str]) -> str:
     """What ran, at which size, which weights were used, and why a model has no maps."""
-    device = str(default_device())
     models = [key for key in keys if key != BASELINE]
-    untrained = [key for key in models if not load_model(key, device)[1]]
-    height, width = photos[0].image.shape[:2]
-    scorer_note = "" if load_model(scorer_name, device)[1] else " (untrained: the score measures nothing yet)"
-    lines = [f"Done: {len(keys)} method(s) on {len(photos)} photo(s) at {width}x{height} px"
-             f"{'' if len(photos) == 1 else ' (the first)'}. Reblur score: M_R of `{scorer_name}`{scorer_note}."]
+    untrained = [key for key in models if not shipped_weights(key).trained]
+    height, width = results[0].photo.image.shape[:2]
+    scorer_name = scoring_model()
+    scorer_note = "" if shipped_weights(scorer_name).trained else " (untrained: the score measures nothing yet)"
+    lines = [f"Done: {len(keys)} method(s) on {len(results)} photo(s) at {width}x{height} px"
+             f"{'' if len(results) == 1 else ' (the first)'}. Reblur score: M_R of `{scorer_name}`{scorer_note}."]
     if untrained:
         lines.append(f"Untrained (random weights): {', '.join(untrained)}.")
-    tiled = [key for key in models if key in photos[0].outputs and not photos[0].outputs[key].maps]
+    outputs = results[0].outputs
+    tiled = [key for key in models if key in outputs and outputs[key].tile is not None]
     if tiled:
         lines.append(f"No maps for {', '.join(tiled)}: the image ran in tiles; maps need a smaller processing size.")
     return " ".join(lines)
@@ -727,7 +526,7 @@ def show(session: Session | None, index, left, right):
 def show_slider(session: Session | None, index, left, right):
     if session is None:
         return None
-    return slider_value(session.photos[int(index or 0)], left, right)
+    return slider_value(session.results[int(index or 0)], left, right)
 
 
 def pick_point(session: Session | None, index, evt: gr.SelectData):
@@ -736,24 +535,27 @@ def pick_point(session: Session | None, index, evt: gr.SelectData):
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     x, y = evt.index
     session.point = (int(y), int(x))
-    for photo in session.photos:
-        for output in photo.outputs.values():
-            output.kernel = None
-    photo = session.photos[int(index or 0)]
-    picker, crops = zoom_values(session, photo)
-    return session, picker, crops, kernel_values(session, photo, scoring_model())
+    for drawn in session.drawn:
+        drawn.kernels.clear()
+    index = int(index or 0)
+    picker, crops = zoom_values(session, session.results[index])
+    return session, picker, crops, kernel_values(session, index)
 
 
 def set_crop(session: Session | None, index, crop):
     if session is None:
         return gr.skip(), gr.skip()
     session.crop = int(crop)
-    return zoom_values(session, session.photos[int(index or 0)])
+    return zoom_values(session, session.results[int(index or 0)])
 
 
 def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, size=PREVIEW_SIZE,
                progress=gr.Progress()):
-    """Stream Reblur's test-time adaptation (Algorithm 1): the output, the metrics and the curves after every step."""
+    """Stream Reblur's test-time adaptation (Algorithm 1): the output, the metrics and the curves after every step.
+
+    ``core.compare.adaptation`` computes one step per update it streams; when Gradio closes this stream (the
+    visitor pressed Stop or left), closing it closes that generator, so no further step runs.
+    """
     if name not in reblur_models():
         choices = ", ".join(reblur_models())
         raise gr.Error(f"Test-time adaptation needs a model with a reblurring module: one of {choices}.")
@@ -766,47 +568,23 @@ def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, s
     if not photos:
         raise gr.Error("Give a blurry photo first (Compare tab): upload, paste or drop one, or click an example.")
     photo = photos[0]
-    model, trained = load_model(name, str(default_device()))
-    updates: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:  # step 0 comes from the adaptation's own first forward (on_first): no separate run of the model
-            result = adapt(model, to_tensor(photo.image), steps=steps, lr=float(lr), cancel=stop.is_set,
-                           on_first=lambda image: updates.put(("step", 0, math.nan, to_uint8(image))),
-                           callback=lambda step, loss, image: updates.put(("step", step, loss, to_uint8(image))))
-            updates.put(("done", result))
-        except Exception as error:  # every failure is handed to the loop below (which waits on the queue) and shown
-            updates.put(("error", error))
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
+    trained = shipped_weights(name).trained
     history: list[dict] = []
-    try:
-        while True:
-            item = updates.get()
-            if item[0] == "error":
-                raise gr.Error(f"Adaptation failed: {item[1]}")
-            if item[0] == "done":
-                yield adaptation_frame(history[0]["image"], history, photo, adaptation_summary(item[1], name, trained))
-                break
-            _, step, loss, image = item
-            history.append(step_row(step, loss, image, photo.reference, model))
-            if step == 0:
-                yield adaptation_frame(image, history, photo, f"Step 0 of {steps}: the model's own output.")
+    with contextlib.closing(engine.adaptation(photo, name, steps=steps, lr=float(lr))) as events:
+        for event in events:
+            if isinstance(event, Adaptation):
+                yield adaptation_frame(history[0]["image"], history, photo, adaptation_summary(event, name, trained))
+                return
+            history.append(event.row | {"image": event.image})
+            if event.step == 0:
+                yield adaptation_frame(event.image, history, photo, f"Step 0 of {steps}: the model's own output.")
                 continue
-            progress((step, steps), desc=f"adaptation step {step} of {steps}")
-            status = f"Step {step} of {steps}: Eq. 7 loss {loss:.5f}."
+            progress((event.step, steps), desc=f"adaptation step {event.step} of {steps}")
+            status = f"Step {event.step} of {steps}: Eq. 7 loss {event.row['Eq. 7 loss']:.5f}."
             yield adaptation_frame(history[0]["image"], history, photo, status)
-    finally:
-        stop.set()
 
 
-def step_row(step: int, loss: float, image: np.ndarray, reference, model) -> dict:
-    return {"step": step, "Eq. 7 loss": loss, "image": image} | measure(image, reference, model)
-
-
-def adaptation_frame(first: np.ndarray, history: list[dict], photo: Photo, status: str):
+def adaptation_frame(first: np.ndarray, history: list[dict], photo: engine.Photo, status: str):
     """The latest output, step 0 against it, the curves, the per-step table and the status."""
     numeric = [c for c in ("Eq. 7 loss", *METRICS) if any(isinstance(r.get(c), float) for r in history)]
     series = {c: [r[c] if isinstance(r.get(c), float) else math.nan for r in history] for c in numeric}
@@ -821,7 +599,7 @@ def adaptation_frame(first: np.ndarray, history: list[dict], photo: Photo, statu
     return latest, (first, latest), plot, table, status
 
 
-def adaptation_summary(result, name: str, trained: bool) -> str:
+def adaptation_summary(result: Adaptation, name: str, trained: bool) -> str:
     text = f"Done: {result.steps_done} step(s) of Algorithm 1 on `{name}`, then histogram matching to step 0."
     if result.cancelled:
         text += " Stopped early."
@@ -877,7 +655,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     names = list_models()
     on_cuda = default_device().type == "cuda" or (spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU")))
     heavy = {"concurrency_id": "models", "concurrency_limit": 1}
-    untrained = [name for name in names if not checkpoint_path(name).is_file()]
+    untrained = [name for name in names if not shipped_weights(name).trained]
     with gr.Blocks(title="Deblurring workbench", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(INTRO)
         if untrained:
@@ -917,9 +695,11 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                         with gr.Row():
                             compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             stop_button = gr.Button("Stop", variant="stop")
-                        models = gr.CheckboxGroup(model_choices(), value=names, label="Models", elem_id="models")
+                        models = gr.CheckboxGroup(model_choices(), value=default_models(), label="Models",
+                                                   elem_id="models")
                         gr.Markdown(model_lines(), elem_classes="model-lines")
-                        context = gr.CheckboxGroup(CONTEXT_CHOICES, value=[INPUT, BASELINE], label="For context")
+                        context = gr.CheckboxGroup(CONTEXT_CHOICES, value=default_context(None), label="For context",
+                                                    elem_id="context")
                         size = gr.Radio(SIZE_CHOICES, value="full" if on_cuda else PREVIEW_SIZE, elem_id="size",
                                         label="Processing size (longest side)",
                                         info=f"Device: {device_text()}. Full size is slow on a CPU (FCN: minutes).")
@@ -968,7 +748,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             with gr.Tab("Adapt at test time", id="adapt"):
                 gr.Markdown(ADAPT_NOTE)
                 with gr.Row():
-                    adapt_model = gr.Dropdown(reblur_models(), value=reblur_models()[-1], label="Model")
+                    adapt_model = gr.Dropdown(reblur_models(), value=scoring_model(), label="Model")  # a trained one
                     steps = gr.Slider(0, MAX_STEPS, value=5, step=1, label="Steps", elem_id="adapt-steps")
                     lr = gr.Number(value=PAPER_LR, label=f"Learning rate (paper: {PAPER_LR:g})")
                 with gr.Row():
@@ -994,6 +774,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             **heavy,
         )
         stop_button.click(None, None, None, cancels=[compare_event], api_visibility="private")
+        reference.change(context_for, [reference, context], context, api_visibility="private", show_progress="hidden")
         blur_button.click(served(make_blurry), [sharp, length, seed], [blurry, reference, kernel_view],
                           api_name="blur", concurrency_limit=2)
         view = [components[name] for name in panel_names(groups)]

@@ -1,5 +1,5 @@
 """What a fresh activation costs: an out-of-place and an in-place add on 24-channel 1280x720 maps (88 MB), one
-thread, with glibc's default allocator and inside ``core.inference.reusing_freed_memory`` (each in a fresh process).
+thread, with glibc's default allocator and inside ``core.allocator.reusing_freed_memory`` (each in a fresh process).
 
     python benchmarks/allocator.py [--repeats 10]
 """
@@ -21,7 +21,7 @@ def measure(mode: str, repeats: int) -> tuple[float, float]:
 
     import torch
 
-    from core.inference import reusing_freed_memory
+    from core.allocator import reusing_freed_memory
 
     torch.set_num_threads(1)
     a, b = torch.rand(1, 24, 720, 1280), torch.rand(1, 24, 720, 1280)

@@ -9,7 +9,7 @@ warm-up (one run for images over 4 megapixels). The FLOP floor is the model's MA
 throughput of a 3x3 convolution (96 channels, 256x256) measured in the same session: a model cannot run
 faster than its convolutions allow. Each model is the network ``restore`` runs: the shipped checkpoint's (reduced)
 architecture where one is shipped, the registered one otherwise; the table says which. ``--reuse-memory`` sets
-``DEBLUR_REUSE_MEMORY`` (``core.inference.reusing_freed_memory``) for the runs. ``--op-floor`` adds, for each
+``DEBLUR_REUSE_MEMORY`` (``core.allocator.reusing_freed_memory``) for the runs. ``--op-floor`` adds, for each
 untiled run, the time its own counted operations take alone (``benchmarks/op_floor.py``): a floor that knows the
 network's convolution shapes, where the FLOP floor knows only its MACs.
 """
@@ -65,7 +65,7 @@ def measure(name: str, height: int, width: int, threads: int, repeats: int, op_f
     alone = None
     if op_floor and first.tile is None:  # after the runs: its own tensors must not count in the peak
         from benchmarks.op_floor import counted_operations, seconds_alone
-        from core.inference import reusing_freed_memory
+        from core.allocator import reusing_freed_memory
 
         with reusing_freed_memory():
             alone = sum(calls * seconds_alone(func, spec, 3) for func, spec, calls in counted_operations(name, height, width))
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--skip-slow", type=float, default=600.0, help="skip runs whose floor exceeds this many s")
     parser.add_argument("--huge-pages", action="store_true", help="THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge-page option)")
     parser.add_argument("--reuse-memory", choices=["call", "keep", "off"],
-                        help="DEBLUR_REUSE_MEMORY for the runs (core.inference.reusing_freed_memory; default call)")
+                        help="DEBLUR_REUSE_MEMORY for the runs (core.allocator.reusing_freed_memory; default call)")
     parser.add_argument("--op-floor", action="store_true",
                         help="also time each untiled run's counted operations alone (benchmarks/op_floor.py)")
     parser.add_argument("--one", help=argparse.SUPPRESS)

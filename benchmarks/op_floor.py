@@ -115,7 +115,7 @@ def main() -> None:
         return
 
     from core.complexity import count_macs
-    from core.inference import reusing_freed_memory
+    from core.allocator import reusing_freed_memory
     from core.registry import list_models, shipped_architecture
 
     torch.set_num_threads(args.threads)

@@ -2,7 +2,12 @@
 
     python -m core info
     python -m core deblur --model NAME|all --input FILE|DIR --output DIR [--tile N] [--tta-steps N]
-    python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N]   (pairs, or photos alone)
+    python -m core evaluate --model NAME|all --data DIR [--output DIR] [--limit N] [--size N] [--baseline] [--zip]
+                                                                            (pairs, or photos alone)
+    python -m core kernels --model NAME|all --input FILE --output DIR [--at Y,X] [--size N]
+
+``deblur``, ``evaluate`` and ``kernels`` run ``core.compare``, the engine of the app: the same outputs, the same
+rows (columns, missing-value rules, reblur score), means, exports and remaining-blur kernels.
 
 Bad arguments exit with code 2; a file that fails is named and the others go on, with exit code 1 at the end.
 """
@@ -10,7 +15,6 @@ Bad arguments exit with code 2; a file that fails is named and the others go on,
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.complexity import count_macs, parameter_count
-from core.registry import checkpoint_path, create_model, get_card, list_models, shipped_architecture
+from core.registry import create_model, get_card, list_models, shipped_architecture, shipped_weights
 
 SIZES = ((256, 256), (720, 1280))
 
@@ -33,7 +37,7 @@ def info(_args: argparse.Namespace) -> int:
         card = get_card(name)
         params = parameter_count(create_model(name))
         macs = "".join(f"{count_macs(name, h, w) / 1e9:>18.2f}" for h, w in SIZES)
-        weights = "shipped" if checkpoint_path(name).is_file() else "none (untrained)"
+        weights = "shipped" if shipped_weights(name).trained else "none (untrained)"
         reduced = shipped_architecture(name)
         print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights if not reduced else 'reduced, below'}")
         if reduced:
@@ -65,6 +69,7 @@ def input_files(path: Path) -> list[tuple[Path, Path]]:
 
 
 def deblur(args: argparse.Namespace) -> int:
+    from core import compare as engine
     from core.images import ImageError, read_image, write_png
 
     models = args.models
@@ -75,8 +80,8 @@ def deblur(args: argparse.Namespace) -> int:
     failures = []
     for file, relative in files:
         try:
-            image = read_image(file)
-        except ImageError as error:
+            photo = engine.prepare_photo(str(file), read_image(file))
+        except (ImageError, engine.PhotoError) as error:
             failures.append(str(error))
             print(f"skipped: {error}", file=sys.stderr)
             continue
@@ -84,8 +89,8 @@ def deblur(args: argparse.Namespace) -> int:
             target = args.output / name / relative if len(models) > 1 else args.output / relative
             target = target.with_suffix(".png")
             try:
-                output, seconds = deblurred(image, name, args)
-            except (ValueError, RuntimeError) as error:  # e.g. too small for the model, or out of memory
+                output, seconds = deblurred(photo, name, args)
+            except (ValueError, RuntimeError) as error:  # e.g. out of memory
                 failures.append(f"{file} ({name}): {error}")
                 print(f"skipped: {file} ({name}): {error}", file=sys.stderr)
                 continue
@@ -97,19 +102,63 @@ def deblur(args: argparse.Namespace) -> int:
     return 0
 
 
-def deblurred(image: np.ndarray, name: str, args: argparse.Namespace) -> tuple[np.ndarray, float]:
-    """One model's output for one image (adapted at test time when asked and the model can), and its seconds."""
-    from core.inference import load_model, restore, to_tensor, to_uint8
+def deblurred(photo, name: str, args: argparse.Namespace) -> tuple[np.ndarray, float]:
+    """One model's output for one photo (adapted at test time when asked and the model can), and its seconds:
+    ``core.compare``'s, as the app computes it."""
+    from core import compare as engine
 
-    model, _ = load_model(name)
-    if args.tta_steps and hasattr(model, "reblur"):
-        from core.tta import adapt
-
+    if args.tta_steps and name in engine.reblur_models():
         start = time.perf_counter()
-        adapted = adapt(model, to_tensor(image), steps=args.tta_steps, lr=args.tta_lr)
-        return to_uint8(adapted.image), time.perf_counter() - start
-    result = restore(image, name, tile=args.tile)
-    return result.image, result.seconds
+        for step in engine.adaptation(photo, name, steps=args.tta_steps, lr=args.tta_lr, scored=False):
+            if isinstance(step, engine.AdaptedStep):
+                image = step.image  # the last step's, histogram-matched: the adaptation's output
+        return image, time.perf_counter() - start
+    output = engine.run_method(name, photo, tile=args.tile, return_maps=False)
+    return output.image, output.seconds
+
+
+def kernels(args: argparse.Namespace) -> int:
+    """The app's "remaining blur at the point": for the input and every model's output, the kernel taking it to
+    M_R of it (Reblur's Fig. 1), drawn as the app draws it, one PNG per method."""
+    from core import compare as engine
+    from core import visualize
+    from core.images import ImageError, write_png
+
+    try:
+        photo, _ = engine.read_photo(args.input.name, args.input, None, args.size)
+    except (ImageError, engine.PhotoError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not engine.kernel_fits(photo.image):
+        print(f"error: {photo.name} is too small at this size to estimate a {engine.KERNEL_SIZE}x{engine.KERNEL_SIZE} "
+              "kernel in", file=sys.stderr)
+        return 1
+    height, width = photo.image.shape[:2]
+    point = args.at if args.at is not None else (height // 2, width // 2)
+    if not (0 <= point[0] < height and 0 <= point[1] < width):
+        print(f"error: the point {point[0]},{point[1]} lies outside the {width}x{height} photo", file=sys.stderr)
+        return 1
+    scorer, failures = engine.scorer(), []
+    for key in [engine.INPUT, *args.models]:
+        output = engine.run_method(key, photo, tile=args.tile, return_maps=False)
+        try:
+            kernel = engine.kernel_at(output.image, point, scorer)
+        except ValueError as error:  # a flat region carries no information about blur
+            failures.append(f"{key}: {error}")
+            print(f"skipped: {key}: {error}", file=sys.stderr)
+            continue
+        target = args.output / f"{key}.png"
+        write_png(target, visualize.kernel_image(kernel))
+        print(f"{key}: kernel at y={point[0]}, x={point[1]} (M_R of {engine.scoring_model()}) -> {target}")
+    return 1 if failures else 0
+
+
+def point(value: str) -> tuple[int, int]:
+    try:
+        y, x = (int(part) for part in value.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected Y,X in pixels, got {value!r}") from error
+    return y, x
 
 
 def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
@@ -124,20 +173,30 @@ def evaluation_pairs(root: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def niqe_or_nan(image: np.ndarray) -> float:
-    """NIQE, or NaN for an image smaller than its 96 x 96 blocks."""
-    from core import metrics
+# evaluation.json's keys for core.compare's columns (benchmarks/results.py reads them)
+JSON_KEYS = {"PSNR (dB)": "psnr", "SSIM": "ssim", "LPIPS": "lpips", "NIQE": "niqe", "reblur score": "reblur",
+             "seconds": "seconds", "parameters": "parameters", "weights": "weights"}
 
-    height, width = image.shape[:2]
-    return metrics.niqe(image) if min(height, width) >= 96 else math.nan
+
+def json_row(row: dict) -> dict:
+    """A row of ``core.compare`` for evaluation.json: the method's key under "model", a score as a number or null
+    (a reason in words is null there; the CSV keeps it)."""
+    from core.compare import is_number
+
+    values = {key: row.get(column) if is_number(row.get(column)) or key == "weights" else None
+              for column, key in JSON_KEYS.items()}
+    extra = {"images": row["images"]} if "images" in row else {}
+    return {"model": row["key"], "image": row["image"], **values, **extra}
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """The app's comparison (``core.compare``) over a folder: the same rows, means, columns and exports."""
+    from core import compare as engine
     from core import metrics
     from core.images import ImageError
 
     pairs = evaluation_pairs(args.data)
-    if not pairs:  # no sharp references: blurry photos only, scored without a reference (NIQE)
+    if not pairs:  # no sharp references: blurry photos only, scored without a reference (NIQE, reblur score)
         pairs = [(str(relative), file, None) for file, relative in input_files(args.data)]
     pairs = pairs[: args.limit or None]
     if not pairs:
@@ -146,76 +205,64 @@ def evaluate(args: argparse.Namespace) -> int:
     lpips_ok, lpips_message = metrics.lpips_available()
     if not lpips_ok:
         print(f"note: {lpips_message}", file=sys.stderr)
-    rows, failures = [], []
+    results, failures = [], []
     for label, blurry_path, sharp_path in pairs:
         try:  # a pair that cannot be read or run is named and left out; the others are scored
-            scored = score_pair(label, blurry_path, sharp_path, args, lpips_ok)
+            photo, notes = engine.read_photo(label, blurry_path, sharp_path, args.size)
+            if notes:  # a pair is scored against its reference or not at all
+                raise engine.PhotoError("; ".join(notes))
+            results.append(compared(photo, args))
         except (ImageError, ValueError, RuntimeError) as error:
             failures.append(f"{label}: {error}")
             print(f"skipped: {label}: {error}", file=sys.stderr)
-            continue
-        rows += scored
-    if not rows:
+    if not results:
         print("no pair could be scored:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    summary = []
-    for name in ["input", *args.models]:
-        mine = [row for row in rows if row["model"] == name]
-        summary.append({"model": name, **{key: float(np.mean([row[key] for row in mine]))
-                                          for key in ("psnr", "ssim", "lpips", "niqe", "seconds")}, "images": len(mine)})
-    print(f"{'model':<12}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'NIQE':>8}{'s/image':>9}")
-    for row in summary:
-        print(f"{row['model']:<12}{row['psnr']:>8.2f}{row['ssim']:>8.4f}{row['lpips']:>8.4f}{row['niqe']:>8.2f}{row['seconds']:>9.2f}")
+    rows = [row for result in results for row in result.rows.values()]
+    summary = engine.mean_rows(rows)
+    print(f"{'model':<16}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'NIQE':>8}{'reblur':>8}{'s/image':>9}")
+    for row in map(json_row, summary):
+        numbers = [math.nan if row[key] is None else row[key] for key in ("psnr", "ssim", "lpips", "niqe", "reblur")]
+        seconds = math.nan if row["seconds"] is None else row["seconds"]
+        print(f"{row['model']:<16}" + "".join(f"{value:>8.{digits}f}" for value, digits in zip(numbers, (2, 4, 4, 2, 4)))
+              + f"{seconds:>9.2f}")
     if args.output:
-        write_report(args.output, summary, rows)
+        write_report(args.output, [json_row(row) for row in summary], [json_row(row) for row in rows],
+                     table=engine.table_rows(results))
+        if args.zip:
+            engine.write_zip(args.output / "outputs.zip", results, args.output / "evaluation.csv")
     if failures:
         print(f"{len(failures)} of {len(pairs)} left out:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0
 
 
-def score_pair(label: str, blurry_path: Path, sharp_path: Path | None, args: argparse.Namespace, lpips_ok: bool):
-    """The rows of one pair (or photo): the input and every model, with their metrics and seconds."""
-    from core import metrics
-    from core.images import read_image
-    from core.inference import restore
+def compared(photo, args: argparse.Namespace):
+    """One photo through ``core.compare.compare``: the input, every model and (with --baseline) Richardson-Lucy."""
+    from core import compare as engine
 
-    blurry = read_image(blurry_path)
-    sharp = read_image(sharp_path) if sharp_path is not None else None
-    if sharp is not None and sharp.shape != blurry.shape:
-        raise ValueError(f"the sharp image is {sharp.shape[1]}x{sharp.shape[0]}, the blurry one "
-                         f"{blurry.shape[1]}x{blurry.shape[0]}")
-    if getattr(args, "size", None):  # the app's processing size: both images shrunk alike (Lanczos)
-        from core.visualize import resize_longest
-
-        blurry = resize_longest(blurry, args.size)
-        sharp = None if sharp is None else resize_longest(sharp, args.size)
-    candidates = [("input", blurry, 0.0)]
-    for name in args.models:
-        result = restore(blurry, name, tile=args.tile)
-        candidates.append((name, result.image.astype(np.float32) / 255.0, result.seconds))
-    rows = []
-    for name, output, seconds in candidates:
-        referenced = sharp is not None
-        row = {"model": name, "image": label,
-               "psnr": metrics.psnr(output, sharp) if referenced else math.nan,
-               "ssim": metrics.ssim(output, sharp) if referenced else math.nan,
-               "lpips": metrics.lpips_score(output, sharp) if lpips_ok and referenced else math.nan,
-               "niqe": niqe_or_nan(output), "seconds": seconds}
-        rows.append(row)
-        print(f"{name:<12} {label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} NIQE {row['niqe']:.2f}",
-              file=sys.stderr)
-    return rows
+    for event in engine.compare([photo], args.models, with_baseline=args.baseline, tile=args.tile,
+                                with_maps=False):
+        if isinstance(event, engine.RowReady):
+            row = event.result.rows[event.key]
+            scores = " ".join(f"{column} {row[column]:.4g}" for column in engine.METRICS if engine.is_number(row[column]))
+            print(f"{row['key']:<16} {photo.name}: {scores}", file=sys.stderr)
+    return event.result
 
 
-def write_report(folder: Path, summary: list[dict], rows: list[dict]) -> None:
-    """``evaluation.csv`` (one row per image and method; a missing score as nan) and ``evaluation.json``
-    (the summary and the rows; a missing score as null) in ``folder``."""
+def write_report(folder: Path, summary: list[dict], rows: list[dict], table: list[dict] | None = None) -> None:
+    """``evaluation.json`` (the summary and the rows, keyed as ``json_row`` keys them; a missing score as null)
+    and ``evaluation.csv`` in ``folder``: ``table`` (``core.compare`` rows, with their means) written by
+    ``core.compare.write_csv``, the app's columns and rules; without ``table`` (a merge of stored JSON rows), the
+    same columns rebuilt from the JSON rows, where a missing score is an empty cell."""
+    from core import compare as engine
+
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "evaluation.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({key: math.nan if value is None else value for key, value in row.items()} for row in rows)
+    if table is None:
+        columns = {key: column for column, key in JSON_KEYS.items()}
+        table = [{"method": engine.label(row["model"]), "image": row["image"],
+                  **{column: row.get(key) for key, column in columns.items()}} for row in rows]
+    engine.write_csv(folder / "evaluation.csv", table)
     report = {"summary": summary, "images": rows}
     (folder / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
 
@@ -245,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (Reblur models only)")
     run.add_argument("--tta-lr", type=float, default=3e-6, help="test-time adaptation learning rate (paper: 3e-6)")
     run.set_defaults(run=deblur)
-    score = commands.add_parser("evaluate", help="PSNR, SSIM, LPIPS, NIQE and time on blur/sharp pairs")
+    score = commands.add_parser("evaluate", help="the app's metrics table (PSNR, SSIM, LPIPS, NIQE, reblur score, "
+                                                 "time) on blur/sharp pairs")
     score.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
     score.add_argument("--data", required=True, type=Path,
                        help="GoPro layout (<seq>/blur, <seq>/sharp), blur/+sharp/, or photos alone (NIQE only)")
@@ -254,22 +302,38 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--limit", type=int, help="only the first N pairs")
     score.add_argument("--size", type=int,
                        help="shrink every photo (and its reference) to this longest side first, as the app does")
+    score.add_argument("--baseline", action="store_true",
+                       help="add the classical baseline (Richardson-Lucy, kernel estimated from the reference)")
+    score.add_argument("--zip", action="store_true",
+                       help="also write outputs.zip into --output: every output as lossless PNG, and the CSV")
     score.set_defaults(run=evaluate)
+    blur = commands.add_parser("kernels", help="the remaining-blur kernel of each output at a point, as the app shows")
+    blur.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    blur.add_argument("--input", required=True, type=Path, help="an image file")
+    blur.add_argument("--output", required=True, type=Path, help="folder for <method>.png")
+    blur.add_argument("--at", type=point, help="the point, Y,X in pixels at the processing size (default: centre)")
+    blur.add_argument("--size", type=int, help="shrink the photo to this longest side first, as the app does")
+    blur.add_argument("--tile", type=int, help="tile side (default: from a memory budget)")
+    blur.set_defaults(run=kernels)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("deblur", "evaluate"):
+    if args.command in ("deblur", "evaluate", "kernels"):
         args.models = chosen_models(args.model, parser)
-        source = args.input if args.command == "deblur" else args.data
+        source = args.data if args.command == "evaluate" else args.input
         if not source.exists():
             parser.error(f"{source} does not exist")
         if args.command == "deblur" and args.tta_steps < 0:
             parser.error("--tta-steps must be >= 0")
         if args.tile is not None and args.tile < 0:
             parser.error("--tile must be >= 0")
+        if args.command == "evaluate" and args.zip and not args.output:
+            parser.error("--zip needs --output")
+        if getattr(args, "size", None) is not None and args.size < 16:
+            parser.error("--size must be at least 16")
     return args.run(args)
 
 

@@ -49,12 +49,29 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_float_rgb(array)
 
 
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write an H x W x 3 uint8 image as PNG atomically: a temporary file in the same folder, then a rename."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (not atomic with respect to other threads)
+    os.umask(mask)
+    return mask
+
+
+def write_png(path: str | Path, image: np.ndarray, *, private: bool = False) -> None:
+    """Write an H x W x 3 uint8 image as PNG atomically: a temporary file in the same folder, then a rename.
+
+    The file gets the mode a plainly created file would (0666 less the umask), or 0600 when ``private`` (a
+    picture of one visitor's session, in a folder other users of the machine can list)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o600 if private else 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as file:
             Image.fromarray(image).save(file, format="PNG")
         os.replace(temporary, path)

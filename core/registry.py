@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,9 @@ class ModelCard:
     checkpoint: str | None = None  # file name inside checkpoints/; defaults to "<name>.safetensors"
     provenance: str = "untrained: no checkpoint has been shipped for this variant yet"
     config: dict = field(default_factory=dict)  # the constructor keywords this variant uses
+    # what each map shows, in the paper's terms and with the figure it mirrors: {map name: caption}. Empty: the
+    # captions written so far live in ``core.captions`` (see there); a new paper puts its own here.
+    map_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 _FACTORIES: dict[str, Callable] = {}
@@ -52,6 +56,12 @@ def register(card: ModelCard):
         return factory
 
     return wrap
+
+
+def unregister(name: str) -> None:
+    """Remove a registered variant (a test's throwaway model); the shipped papers are never removed."""
+    _CARDS.pop(name)
+    _FACTORIES.pop(name)
 
 
 def _load_all() -> None:
@@ -201,3 +211,42 @@ def load_weights(model, path: Path) -> None:
             f"checkpoint file {path} does not match the model: "
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Which weights a variant runs on, from its shipped card: the one owner of "trained?" and parameter counts."""
+
+    trained: bool
+    parameters: int  # of the network that runs: a reduced checkpoint's own count, else the registered network's
+    headline: str  # the shipped card's headline, or "untrained (random weights)"
+    short: str  # a few words for a checkbox: "CPU-trained, 4,000 steps", "untrained"
+
+
+def shipped_weights(name: str) -> Weights:
+    """What ``create_model(name, pretrained=True)`` would load, read from the checkpoint's card (no model is built).
+
+    Trained when the checkpoint file exists. The parameter count is the shipped card's ``parameters`` (a reduced
+    architecture has fewer than the registered network), else the registry's ``ModelCard.params``.
+    """
+    card = get_card(name)
+    if not checkpoint_path(name).is_file():
+        return Weights(False, card.params, "untrained (random weights)", "untrained")
+    try:
+        shipped = shipped_card(name) or {}
+    except ValueError:  # a card that is not valid JSON says nothing more than that weights exist
+        shipped = {}
+    headline = shipped.get("headline") or "trained weights (no model card shipped)"
+    return Weights(True, int(shipped.get("parameters") or card.params), headline, _short_headline(shipped))
+
+
+def _short_headline(shipped: dict) -> str:
+    """ "CPU-trained, 4,000 steps" (", reduced width" for a reduced architecture) from a shipped card's fields."""
+    hardware = str(shipped.get("hardware") or "")
+    where = "GPU" if any(word in hardware for word in ("GPU", "cuda", "CUDA")) else "CPU" if "CPU" in hardware else ""
+    words = [f"{where}-trained" if where else "trained"]
+    if shipped.get("steps"):
+        words.append(f"{int(shipped['steps']):,} steps")
+    if shipped.get("architecture_overrides"):
+        words.append("reduced width")
+    return ", ".join(words)

@@ -30,14 +30,21 @@ Choices made where the paper is silent:
   into inf and NaN), adaptation stops there: that step is not counted, the last finite image is returned,
   and ``diverged`` is set with a message. A NaN never leaves.
 - Cost: each step is one forward and one backward pass of M_D and M_R (the forward after an update is
-  the next step's forward), plus one forward of each at the end, and a histogram matching per callback.
+  the next step's forward), plus one forward of each at the end, and a histogram matching per step whose
+  image is looked at (``Step.image`` is computed on first use).
+
+Two ways to run it: ``adapt_steps`` is a generator (``for step in adapt_steps(...)``: one ``Step`` as soon as
+step 0 and each update are done, then the ``Adaptation``; closing it early cancels before the next update, so a
+caller that streams steps needs no thread), and ``adapt`` runs it to the end for a caller that wants the result.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,6 +103,115 @@ def _check(model, blurry: torch.Tensor, steps: int, lr: float) -> None:
         raise ValueError(f"the learning rate must be a positive number, got {lr}")
 
 
+class Step:
+    """One step of an adaptation as it happens: step 0 is the un-adapted output, step i > 0 the output after the
+    i-th update. ``loss`` (NaN at step 0) and ``loss_after`` are ``Adaptation.losses`` and ``losses_after`` of that
+    update. ``image`` (1 x 3 x H x W in [0, 1]) is the output histogram-matched to step 0, computed on first use."""
+
+    def __init__(self, step: int, loss: float, loss_after: float, latent: torch.Tensor, first: torch.Tensor) -> None:
+        self.step, self.loss, self.loss_after = step, loss, loss_after
+        self._latent, self._first = latent, first
+
+    @functools.cached_property
+    def image(self) -> torch.Tensor:
+        return self._first if self.step == 0 else match_to(self._latent, self._first)
+
+
+@contextmanager
+def _gradients():
+    """Gradients on, whatever the caller holds (``torch.no_grad``, ``torch.inference_mode``). Entered around each
+    piece of work between two yields, never across one: grad mode is per thread, and a generator may be resumed
+    from another thread than the one that started it."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+class _Adapter:
+    """The state of one adaptation between its steps: the copy of M_D, its optimiser and the current output."""
+
+    def __init__(self, model, blurry: torch.Tensor, steps: int, lr: float) -> None:
+        device = next(model.deblur.parameters()).device
+        # A copy made here is an ordinary tensor even when the caller's was made in inference mode.
+        blurry = blurry.to(device=device, dtype=torch.float32).clone()
+        self.height, self.width = blurry.shape[-2:]
+        multiple = model.pad_multiple
+        multiple_h, multiple_w = (multiple, multiple) if isinstance(multiple, int) else multiple
+        self.padded = pad_to_multiple(blurry, multiple_h, multiple_w)
+        self.steps, self.lr = steps, lr
+        self.deblur = copy.deepcopy(model.deblur).eval()
+        self.parameters = list(self.deblur.parameters())
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+            parameter.grad = None
+        self.reblur = model.reblur
+        self.latent = self.restore(steps > 0)  # L^0: Algorithm 1, line 4
+        self.first = self.latent.detach().clamp(0.0, 1.0)
+        self.current = self.latent.detach()  # the last finite output, unclamped
+        if steps > 0:
+            self.optimizer = torch.optim.Adam(self.parameters, lr=lr)
+            self.reblurred = self.reblur(self.latent)  # M_R(L^0)
+
+    def restore(self, track_gradients: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(track_gradients):
+            return self.deblur(self.padded)[..., : self.height, : self.width]
+
+    def update(self, step: int) -> tuple[float, float] | str:
+        """Update ``step`` (0-based): (Eq. 7 before it, its objective after it), or why it diverged."""
+        target = self.latent.detach()  # L_*^i: the same image, no gradient through it
+        loss = F.l1_loss(self.reblurred, target)  # Eq. 7
+        lr = self.lr
+        if not torch.isfinite(loss):
+            if step > 0:
+                return f"the loss became {loss.item()} at step {step + 1}: lr={lr:g} is too large"
+            return f"the loss is {loss.item()} on the un-adapted output: M_R does not give a finite image"
+        gradients = torch.autograd.grad(loss, self.parameters)
+        for parameter, gradient in zip(self.parameters, gradients):
+            parameter.grad = gradient
+        self.optimizer.step()
+        more = step + 1 < self.steps
+        self.latent = self.restore(more)  # the output after this step, and the next step's L
+        with torch.set_grad_enabled(more):
+            self.reblurred = self.reblur(self.latent)  # the next step's M_R(L)
+        if not (torch.isfinite(self.latent).all() and torch.isfinite(self.reblurred).all()):
+            return f"the output became non-finite at step {step + 1}: lr={lr:g} is too large"
+        if self.latent.abs().max() > BLOWUP:
+            return (f"the output blew up to {self.latent.abs().max().item():.3g} at step {step + 1} "
+                    f"(an image lies in [0, 1]): lr={lr:g} is too large")
+        self.current = self.latent.detach()
+        return loss.item(), F.l1_loss(self.reblurred.detach(), target).item()
+
+
+def adapt_steps(model, blurry: torch.Tensor, *, steps: int, lr: float = PAPER_LR) -> Iterator[Step | Adaptation]:
+    """Algorithm 1 on one image, step by step: yields ``Step(0)`` (the un-adapted output) as soon as it exists,
+    a ``Step`` after every completed update, and last the ``Adaptation`` (histogram-matched output, losses, and
+    whether it diverged). Closing the generator before the end (``close()``, or leaving a ``for`` loop over
+    ``contextlib.closing(adapt_steps(...))``) cancels: no further update runs. ``model`` itself is never
+    modified. Gradients are switched on inside, so callers may hold ``torch.no_grad()`` or
+    ``torch.inference_mode()`` around it.
+    """
+    _check(model, blurry, steps, lr)
+    with _gradients():
+        adapter = _Adapter(model, blurry, steps, lr)
+    first = adapter.first
+    result = Adaptation(image=first, losses=[], first=first, steps_done=0)
+    yield Step(0, math.nan, math.nan, first, first)
+    last = None
+    for step in range(steps):
+        with _gradients():
+            outcome = adapter.update(step)
+        if isinstance(outcome, str):
+            result.diverged, result.message = True, outcome
+            break
+        result.losses.append(outcome[0])
+        result.losses_after.append(outcome[1])
+        result.steps_done = step + 1
+        last = Step(step + 1, *outcome, adapter.current, first)
+        yield last
+    if last is not None:
+        result.image = last.image  # Algorithm 1, line 10 (computed once: the step's own matching if it was shown)
+    yield result
+
+
 def adapt(
     model,
     blurry: torch.Tensor,
@@ -106,94 +222,27 @@ def adapt(
     cancel: Callable[[], bool] | None = None,
     on_first: Callable[[torch.Tensor], None] | None = None,
 ) -> Adaptation:
-    """Algorithm 1 on one image: ``steps`` Adam updates of a copy of ``model.deblur`` on Eq. 7, then matching.
+    """``adapt_steps`` run to its end: ``steps`` Adam updates of a copy of ``model.deblur`` on Eq. 7, then matching.
 
     ``callback(step, loss, image)`` runs after every completed update (step = 1, 2, ...; image = the current
     histogram-matched output, 1 x 3 x H x W in [0, 1]). ``on_first(image)`` runs once, with the un-adapted
-    output (step 0, the same tensor as ``Adaptation.first``), as soon as it exists: a caller that shows step 0
-    needs no forward pass of its own. ``cancel()`` is polled before every update; when it
-    returns True the adaptation stops and returns what it has, with ``cancelled`` set. ``model`` itself is
-    never modified. Gradients are switched on inside, so callers may hold ``torch.no_grad()`` or
-    ``torch.inference_mode()`` around it.
+    output (step 0, the same tensor as ``Adaptation.first``), as soon as it exists. ``cancel()`` is polled before
+    every update; when it returns True the adaptation stops and returns what it has, with ``cancelled`` set.
     """
-    _check(model, blurry, steps, lr)
-    with torch.inference_mode(False), torch.enable_grad():
-        device = next(model.deblur.parameters()).device
-        # A copy made here is an ordinary tensor even when the caller's was made in inference mode.
-        blurry = blurry.to(device=device, dtype=torch.float32).clone()
-        return _adapt(model, blurry, steps, lr, callback, cancel, on_first)
-
-
-def _adapt(model, blurry, steps, lr, callback, cancel, on_first) -> Adaptation:
-    height, width = blurry.shape[-2:]
-    multiple = model.pad_multiple
-    multiple_h, multiple_w = (multiple, multiple) if isinstance(multiple, int) else multiple
-    padded = pad_to_multiple(blurry, multiple_h, multiple_w)
-
-    deblur = copy.deepcopy(model.deblur).eval()
-    parameters = list(deblur.parameters())
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-        parameter.grad = None
-    reblur = model.reblur
-
-    def restore(track_gradients: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(track_gradients):
-            return deblur(padded)[..., :height, :width]
-
-    latent = restore(steps > 0)  # L^0: Algorithm 1, line 4
-    first = latent.detach().clamp(0.0, 1.0)
-    result = Adaptation(image=first, losses=[], first=first, steps_done=0)
-    if on_first is not None:
-        on_first(first)
-    if steps == 0:
-        return result
-
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    current = latent.detach()  # the last finite output, unclamped
-    matched = None  # current, histogram-matched, once computed
-    reblurred = reblur(latent)  # M_R(L^0)
-    for step in range(steps):
-        if cancel is not None and cancel():
-            result.cancelled = True
-            break
-        target = latent.detach()  # L_*^i: the same image, no gradient through it
-        loss = F.l1_loss(reblurred, target)  # Eq. 7
-        if not torch.isfinite(loss):
-            result.diverged = True
-            result.message = (
-                f"the loss became {loss.item()} at step {step + 1}: lr={lr:g} is too large"
-                if step > 0
-                else f"the loss is {loss.item()} on the un-adapted output: M_R does not give a finite image"
-            )
-            break
-        gradients = torch.autograd.grad(loss, parameters)
-        for parameter, gradient in zip(parameters, gradients):
-            parameter.grad = gradient
-        optimizer.step()
-        more = step + 1 < steps
-        latent = restore(more)  # the output after this step, and the next step's L
-        with torch.set_grad_enabled(more):
-            reblurred = reblur(latent)  # the next step's M_R(L)
-        if not (torch.isfinite(latent).all() and torch.isfinite(reblurred).all()):
-            result.diverged = True
-            result.message = f"the output became non-finite at step {step + 1}: lr={lr:g} is too large"
-            break
-        if latent.abs().max() > BLOWUP:
-            result.diverged = True
-            result.message = (
-                f"the output blew up to {latent.abs().max().item():.3g} at step {step + 1} "
-                f"(an image lies in [0, 1]): lr={lr:g} is too large"
-            )
-            break
-        current, matched = latent.detach(), None
-        result.losses.append(loss.item())
-        result.losses_after.append(F.l1_loss(reblurred.detach(), target).item())
-        result.steps_done = step + 1
-        if callback is not None:
-            matched = match_to(current, first)
-            callback(result.steps_done, result.losses[-1], matched)
-
-    if result.steps_done > 0:
-        result.image = matched if matched is not None else match_to(current, first)  # Algorithm 1, line 10
-    return result
+    done: list[Step] = []
+    with closing(adapt_steps(model, blurry, steps=steps, lr=lr)) as events:
+        for event in events:
+            if isinstance(event, Adaptation):
+                return event
+            if event.step == 0:
+                first = event.image
+                if on_first is not None:
+                    on_first(first)
+            else:
+                done.append(event)
+                if callback is not None:
+                    callback(event.step, event.loss, event.image)
+            if event.step < steps and cancel is not None and cancel():
+                break
+    return Adaptation(image=done[-1].image if done else first, losses=[s.loss for s in done], first=first,
+                      steps_done=len(done), cancelled=True, losses_after=[s.loss_after for s in done])

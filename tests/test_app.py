@@ -11,8 +11,12 @@ import pytest
 from PIL import Image
 
 import app
+import core.inference
 import core.metrics
 import core.registry
+import core.tile_policy
+from core import compare as engine
+from core.models.base import MIN_SIDE
 
 FAST = ["lmfn", "reblur-n1"]  # the two quickest models on a CPU
 
@@ -51,8 +55,10 @@ def test_demo_builds_without_launching_running_a_model_or_trying_lpips(monkeypat
     def forbidden(*args, **kwargs):
         raise AssertionError("build_demo() must not build or run a model, nor try to load LPIPS")
 
-    for name in ("load_model", "restore", "create_model"):
-        monkeypatch.setattr(app, name, forbidden, raising=False)
+    for module, name in ((core.inference, "load_model"), (core.inference, "restore"), (engine, "load_model"),
+                         (engine, "restore"), (core.registry, "create_model"), (core.inference, "create_model"),
+                         (core.tile_policy, "create_model")):
+        monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(core.metrics, "_LPIPS", core.metrics._LoadOnce(forbidden))
     demo = app.build_demo()
     assert isinstance(demo, gr.Blocks)
@@ -100,7 +106,7 @@ def test_compare_streams_each_output_before_the_next_model_runs(pair):
     assert [row["method"] for row in rows] == ["Blurry input", "lmfn", "reblur-n1"]
     for row in rows:
         assert np.isfinite(float(row["PSNR (dB)"])) and 0 < float(row["SSIM"]) <= 1  # against the reference
-        assert row["LPIPS"] in (app.LPIPS_OFFLINE, app.NOT_APPLICABLE) or np.isfinite(float(row["LPIPS"]))
+        assert row["LPIPS"] == engine.LPIPS_OFFLINE or np.isfinite(float(row["LPIPS"]))
     pending = [u for u in updates if changed(u, "table") and "computing…" in str(u["table"]["data"])]
     assert pending, "a row shows up as soon as its output does, before its metrics"
     final = updates[-1]
@@ -149,7 +155,7 @@ def test_a_mismatched_reference_is_refused_with_a_warning_and_the_run_goes_on(pa
     other = write(tmp_path / "other.png", np.zeros((50, 50, 3), np.uint8))
     with pytest.warns(UserWarning, match="50x50 but the photo is 96x64"):
         final = frames(app.compare(blurry, other, models=["lmfn"], context=[], size="full"))[-1]
-    assert records(final["table"])[0]["PSNR (dB)"] == app.NOT_APPLICABLE and final["errors"] == []
+    assert records(final["table"])[0]["PSNR (dB)"] == engine.NEEDS_REFERENCE and final["errors"] == []
 
 
 def test_a_file_that_is_not_an_image_is_named_skipped_and_the_others_run(pair, tmp_path):
@@ -247,7 +253,7 @@ def test_every_awkward_upload_is_named_or_run_and_the_app_goes_on(pair, tmp_path
     with pytest.warns(UserWarning) as warned:
         final = frames(app.compare(blurry, reference, uploads, models=["lmfn"], context=[], size="full"))[-1]
     messages = " ".join(str(warning.message) for warning in warned)
-    runnable = {name for name, (_, outcome) in entries.items() if outcome != "error" and min(outcome) >= app.MIN_SIDE}
+    runnable = {name for name, (_, outcome) in entries.items() if outcome != "error" and min(outcome) >= MIN_SIDE}
     for name in set(entries) - runnable:
         assert name in messages, f"{entries[name][0]}: not named in any warning"
     rows = {row["image"] for row in records(final["table"])}
@@ -285,3 +291,17 @@ def test_heavy_handlers_hand_memory_back_when_they_end_however_they_end(monkeypa
         app.releasing_memory(failing)()
     assert events[2:] == ["enter", "exit"]
     assert app.releasing_memory(lambda: 3)() == 3 and events[4:] == ["enter", "exit"]
+
+
+def test_the_page_ticks_only_trained_models_and_the_baseline_only_with_a_reference(tmp_path, monkeypatch):
+    demo = app.build_demo()
+    boxes = {block.elem_id: block for block in demo.blocks.values() if isinstance(block, gr.CheckboxGroup)}
+    trained = [name for name in core.registry.list_models() if core.registry.shipped_weights(name).trained]
+    assert boxes["models"].value == trained and boxes["context"].value == [app.INPUT]
+    for label, name in boxes["models"].choices:  # every checkbox says which weights it runs on
+        assert label.endswith(core.registry.shipped_weights(name).short)
+    assert app.context_for("sharp.png", [app.INPUT]) == [app.INPUT, app.BASELINE]
+    assert app.context_for(None, [app.INPUT, app.BASELINE]) == [app.INPUT]
+    assert app.context_for(None, []) == []
+    monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)  # nothing shipped: nothing ticked
+    assert app.default_models() == []

@@ -92,7 +92,9 @@ def test_evaluate_scores_the_input_and_each_model_and_writes_csv_and_json(tmp_pa
     first = Image.open(data / "SEQ" / "blur" / "000000.png")
     expected = psnr(np.asarray(first) / 255.0, np.asarray(Image.open(data / "SEQ" / "sharp" / "000000.png")) / 255.0)
     assert abs(result["images"][0]["psnr"] - expected) < 1e-6
-    assert (tmp_path / "out" / "evaluation.csv").read_text().startswith("model,image,psnr")
+    from core.compare import COLUMNS
+
+    assert (tmp_path / "out" / "evaluation.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     assert all(np.isfinite(row["niqe"]) and np.isfinite(row["ssim"]) for row in result["images"])
 
 
@@ -184,3 +186,17 @@ def test_evaluate_names_a_bad_pair_scores_the_others_and_exits_1(tmp_path, capsy
     assert code == 1 and "broken.png" in errors and "other-size.png" in errors and "48x30" in errors
     result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert {row["image"] for row in result["images"]} == {"blur/good.png"}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_deblur_outputs_honour_the_umask(tmp_path, umask, mode):
+    import os
+
+    write_photo(tmp_path / "photo.png")
+    previous = os.umask(umask)
+    try:
+        assert main(["deblur", "--model", "lmfn", "--input", str(tmp_path / "photo.png"), "--output",
+                     str(tmp_path / "o")]) == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "o" / "photo.png").stat().st_mode & 0o777 == mode

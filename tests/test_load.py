@@ -173,18 +173,25 @@ def test_a_full_queue_tells_the_visitor_it_is_busy_and_to_try_again(photo):
 
 @pytest.fixture
 def adaptations(monkeypatch) -> dict:
-    """The adaptations the app runs from now on: when each step ended, and what ``core.tta.adapt`` returned."""
+    """The adaptations the app runs from now on (``core.tta.adapt_steps``, which ``core.compare`` calls): when
+    each step ended, and, once each generator ended or was closed, how many updates it ran and whether it ran out."""
     seen = {"step times": [], "results": []}
+    adapt_steps = tta.adapt_steps
 
-    def recorded(*args, callback, **kwargs):
-        def timed(*step):
-            seen["step times"].append(time.monotonic())
-            callback(*step)
+    def recorded(*args, **kwargs):
+        steps, finished = 0, False
+        try:
+            for event in adapt_steps(*args, **kwargs):
+                if isinstance(event, tta.Step) and event.step > 0:
+                    steps = event.step
+                    seen["step times"].append(time.monotonic())
+                finished = isinstance(event, tta.Adaptation)
+                yield event
+        finally:  # closed by the app when the visitor left: no further update ran
+            seen["results"].append(tta.Adaptation(image=None, losses=[], first=None, steps_done=steps,
+                                                  cancelled=not finished))
 
-        seen["results"].append(tta.adapt(*args, callback=timed, **kwargs))
-        return seen["results"][-1]
-
-    monkeypatch.setattr(app, "adapt", recorded)
+    monkeypatch.setattr(tta, "adapt_steps", recorded)
     return seen
 
 
@@ -234,7 +241,7 @@ def test_a_visitor_who_leaves_mid_run_frees_the_model_slot(url, photo, adaptatio
     while not adaptations["results"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert adaptations["results"], f"the abandoned adaptation still runs {STEP_BOUND_S} s after the next request"
-    [abandoned] = adaptations["results"]  # its worker thread returned: it saw the stop
+    [abandoned] = adaptations["results"]  # its generator was closed: the app saw the visitor leave
     assert abandoned.cancelled and abandoned.steps_done < LONG_STEPS / 2, (abandoned.cancelled, abandoned.steps_done)
     first, second = adaptations["step times"][:2]
     remaining = (LONG_STEPS - 2) * (second - first)  # what the abandoned adaptation alone still had to do

@@ -10,7 +10,7 @@ from conftest import SHARED_DATA
 
 from core.models.base import pad_to_multiple
 from core.models.reblur import Reblur
-from core.tta import PAPER_LR, adapt, match_to
+from core.tta import PAPER_LR, Adaptation, adapt, adapt_steps, match_to
 
 # The paper's modules at reduced width: the adaptation code only sees .deblur, .reblur and .pad_multiple.
 SMALL = {"deblur_widths": (8, 16, 16), "deblur_resblocks": 1, "reblur_channels": 8, "reblur_resblocks": 1}
@@ -208,3 +208,34 @@ def test_on_first_hands_over_the_unadapted_output_before_any_step(model):
                    callback=lambda step, loss, image: seen.append(("step", step)))
     assert [kind for kind, _ in seen] == ["first", "step", "step"]
     assert torch.equal(seen[0][1], result.first)
+
+
+def test_adapt_steps_streams_each_step_and_ends_with_what_adapt_returns(model):
+    x = odd_image()
+    events = list(adapt_steps(model, x, steps=3, lr=1e-4))
+    *steps, result = events
+    assert [step.step for step in steps] == [0, 1, 2, 3] and isinstance(result, Adaptation)
+    expected = adapt(model, x, steps=3, lr=1e-4)
+    assert result.losses == pytest.approx(expected.losses, rel=1e-6) and result.steps_done == 3
+    assert torch.allclose(result.image, expected.image, atol=1e-6)
+    assert torch.equal(steps[0].image, result.first) and torch.equal(steps[-1].image, result.image)
+    assert [step.loss for step in steps[1:]] == result.losses
+
+
+def test_closing_adapt_steps_runs_no_further_update(model):
+    calls = []
+    model.reblur.register_forward_hook(lambda *args: calls.append(1))  # M_R is shared, never copied
+    steps = adapt_steps(model, odd_image(), steps=10, lr=1e-4)
+    assert [next(steps).step for _ in range(3)] == [0, 1, 2]
+    assert len(calls) == 3  # M_R(L^0), then one per update
+    steps.close()
+    assert len(calls) == 3 and next(steps, None) is None
+
+
+def test_adapt_steps_leaves_the_callers_gradient_mode_alone_between_steps(model):
+    with torch.inference_mode():
+        steps = adapt_steps(model, odd_image(), steps=2, lr=1e-4)
+        next(steps)
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+        step = next(steps)
+        assert torch.is_inference_mode_enabled() and step.step == 1 and np.isfinite(step.loss)
