@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from core.inference import PeakMemory
+from core.tile_policy import PeakMemory
 from core.registry import create_model
 
 ACTIVATION_MARGIN = 1.5
