@@ -7,9 +7,6 @@
   ``core.statistics``: one record pass on the whole image, or, when it does not fit the budget, on the largest
   downscaled copy that does (``overview``) -- then the statistics are an approximation, those of a smaller image.
 - Runs reuse freed heap memory while they last and return it when they end (``core.allocator``).
-
-The names of those modules that callers used to import from here (``tile_apply``, ``auto_tile``, ``PeakMemory``,
-``reusing_freed_memory``, ...) are still importable from here; their home is their own module.
 """
 
 from __future__ import annotations
@@ -23,19 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.allocator import _libc, release_memory, reuse_mode, reusing_freed_memory, trimming  # noqa: F401
+from core.allocator import reusing_freed_memory, trimming
 from core.registry import checkpoint_path, create_model
 from core.statistics import record, replay, statistic_modules
-from core.tile_policy import (  # noqa: F401
-    DEFAULT_BUDGET_BYTES,
-    TILE_SHARE,
-    PeakMemory,
-    auto_tile,
-    bytes_per_pixel,
-    overview,
-    record_budget,
-)
-from core.tiling import blend_window, tile_apply, tile_starts  # noqa: F401
+from core.tile_policy import DEFAULT_BUDGET_BYTES, auto_tile, overview, record_budget
+from core.tiling import tile_apply
 
 
 @dataclass(frozen=True)

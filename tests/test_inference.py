@@ -11,20 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.inference import (
-    TILE_SHARE,
-    auto_tile,
-    bytes_per_pixel,
-    load_model,
-    overview,
-    restore,
-    set_cpu_threads,
-    tile_apply,
-    tile_starts,
-    to_float_rgb,
-    to_tensor,
-    to_uint8,
-)
+from core.inference import load_model, restore, set_cpu_threads, to_float_rgb, to_tensor, to_uint8
+from core.tile_policy import TILE_SHARE, auto_tile, bytes_per_pixel, overview
+from core.tiling import tile_apply, tile_starts
 from core.metrics import psnr
 from core.registry import checkpoint_path, list_models, shipped_architecture
 from core.statistics import Statistics, record, replay, statistic_modules
@@ -265,7 +254,7 @@ def test_automatic_tiles_do_not_overhang_a_wide_image():
 
 MAPPED_SCRIPT = """
 import ctypes, os, sys, torch
-from core.inference import _libc, reusing_freed_memory
+from core.allocator import _libc, reusing_freed_memory
 
 class MallInfo(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -311,7 +300,7 @@ def test_reusing_freed_memory_serves_large_tensors_from_the_heap_then_hands_them
 
 
 def test_an_unknown_reuse_mode_is_refused(monkeypatch):
-    from core.inference import reuse_mode
+    from core.allocator import reuse_mode
 
     monkeypatch.setenv("DEBLUR_REUSE_MEMORY", "sometimes")
     with pytest.raises(ValueError, match="call, keep or off"):
@@ -319,7 +308,7 @@ def test_an_unknown_reuse_mode_is_refused(monkeypatch):
 
 
 def test_peak_memory_counts_new_tensors_not_in_place_results():
-    from core.inference import PeakMemory
+    from core.tile_policy import PeakMemory
 
     with torch.device("meta"):
         x = torch.empty(1, 8, 100, 100)

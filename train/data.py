@@ -79,7 +79,7 @@ def scaled_region(crop: int | None, scale: tuple[float, float] | None, rng: np.r
 
 
 def downscale(arrays: Sequence[np.ndarray], side: int) -> list[np.ndarray]:
-    """H x W x C float arrays resized to side x side (bilinear, antialiased, as ``core.inference.overview``)."""
+    """H x W x C float arrays resized to side x side (bilinear, antialiased, as ``core.tile_policy.overview``)."""
     if all(array.shape[0] == side and array.shape[1] == side for array in arrays):
         return list(arrays)
     stacked = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in arrays])).permute(0, 3, 1, 2)

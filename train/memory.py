@@ -2,7 +2,7 @@
 
 The estimate adds:
 - the network's activation peak over one ``forward_train`` and its backward, traced on the meta device
-  (``core.inference.PeakMemory``: no memory is allocated, no arithmetic done) at the run's batch and crop,
+  (``core.tile_policy.PeakMemory``: no memory is allocated, no arithmetic done) at the run's batch and crop,
   times ``ACTIVATION_MARGIN`` for what the trace does not see (the recipe's second passes and loss networks,
   the allocator's fragmentation, oneDNN's scratch buffers);
 - the weights, their gradients and two Adam moments (4 x the parameters' bytes), and the EMA copy if any;

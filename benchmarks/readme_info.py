@@ -1,0 +1,34 @@
+"""The README's Models block: ``python -m core info`` run and pasted between its markers.
+
+    python benchmarks/readme_info.py
+
+Rewrites the text between ``<!-- info:start -->`` and ``<!-- info:end -->`` in README.md with the command's
+output, so that the parameter counts, MACs and shipped checkpoints shown there are the code's own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- info:start -->", "<!-- info:end -->"
+
+
+def main() -> int:
+    output = subprocess.run([sys.executable, "-m", "core", "info"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.rstrip()
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"README.md has no {START} ... {END} block to fill")
+    before, rest = content.split(START, 1)
+    _, after = rest.split(END, 1)
+    readme.write_text(f"{before}{START}\n```\n{output}\n```\n{END}{after}")
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
