@@ -35,6 +35,7 @@ class ModelCard:
     checkpoint: str | None = None  # file name inside checkpoints/; defaults to "<name>.safetensors"
     provenance: str = "untrained: no checkpoint has been shipped for this variant yet"
     config: dict = field(default_factory=dict)  # the constructor keywords this variant uses
+    reference: bool = False  # a reference model beside the papers (e.g. MAXIM with its authors' weights)
 
 
 _FACTORIES: dict[str, Callable] = {}

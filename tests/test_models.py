@@ -22,7 +22,7 @@ def train_size(model, side=32):
 
 
 def test_the_five_papers_are_registered():
-    papers = {get_card(name).paper for name in MODELS}
+    papers = {get_card(name).paper for name in MODELS if not get_card(name).reference}
     assert len(papers) == 5, papers
 
 
