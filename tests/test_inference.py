@@ -40,8 +40,14 @@ MULTI_PATCH = {
 }
 
 
+GLOBAL_MIXING = {
+    "maxim-3s-gopro": "MAXIM's grid branches mix a fixed 16 x 16 (8 x 8) grid of cells spanning the whole padded "
+    "input, so a tile's cells are not the image's: tiled outputs differ by design (28.5 dB with 96 px tiles)",
+}
+
+
 def held_to_agreement(name: str) -> bool:
-    return name not in MULTI_PATCH or checkpoint_path(name).is_file()
+    return name not in GLOBAL_MIXING and (name not in MULTI_PATCH or checkpoint_path(name).is_file())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -202,7 +208,8 @@ def test_only_tiled_runs_set_hooks_and_none_are_left_behind(one_thread):
 @pytest.mark.parametrize(
     "name",
     [
-        name if held_to_agreement(name) else pytest.param(name, marks=pytest.mark.skip(reason=MULTI_PATCH[name]))
+        name if held_to_agreement(name)
+        else pytest.param(name, marks=pytest.mark.skip(reason=GLOBAL_MIXING.get(name) or MULTI_PATCH[name]))
         for name in list_models()
     ],
 )
