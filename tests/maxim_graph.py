@@ -290,9 +290,32 @@ def record_pair(tarball: Path, out: Path, side: int = 64, samples: int = 384) ->
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Record tests/data/maxim-pair.npz from the published graph.")
+    parser = argparse.ArgumentParser(description="Record tests/data/maxim-pair.npz from the published graph, or "
+                                     "(--compare) print how far the PyTorch port is from it on a 128 x 128 input.")
     parser.add_argument("--tarball", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "maxim-pair.npz")
+    parser.add_argument("--compare", action="store_true")
     arguments = parser.parse_args()
-    record_pair(arguments.tarball, arguments.out)
-    print(arguments.out, arguments.out.stat().st_size, "bytes")
+    if arguments.compare:
+        import sys
+
+        import torch
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from core.convert_maxim import convert
+        from core.models.base import MapRecorder
+        from core.registry import create_model
+
+        torch.set_num_threads(1)
+        port = create_model("maxim-3s-gopro")
+        port.load_state_dict(convert(arguments.tarball, port))
+        x = np.random.default_rng(0).random((1, 128, 128, 3), dtype=np.float32)
+        expected = GraphModel(arguments.tarball)(x)
+        with torch.no_grad():
+            got = port._restore(torch.from_numpy(x).permute(0, 3, 1, 2), MapRecorder(False)).permute(0, 2, 3, 1)
+        difference = np.abs(got.numpy() - expected)
+        print(f"128 x 128, float32 weights: max |PyTorch - graph| = {difference.max():.3e}, "
+              f"mean {difference.mean():.3e}; output range [{expected.min():.3f}, {expected.max():.3f}]")
+    else:
+        record_pair(arguments.tarball, arguments.out)
+        print(arguments.out, arguments.out.stat().st_size, "bytes")

