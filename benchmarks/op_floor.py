@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_map  # noqa: E402
 
 # Under inference mode these reach the dispatch mode whole (FlopCounterMode counts what they decompose into)
 _COMPOSITE = {torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default, torch.ops.aten.conv_transpose2d.input,
-              torch.ops.aten.matmul.default}
+              torch.ops.aten.matmul.default, torch.ops.aten.linear.default}
 
 
 class _Counted(TorchDispatchMode):

@@ -49,11 +49,12 @@ def info(_args: argparse.Namespace) -> int:
 
 
 def chosen_models(value: str, parser: argparse.ArgumentParser) -> list[str]:
+    """The models named (a reference model such as MAXIM by its name only), or the five papers' for "all"."""
     names = list_models()
     if value == "all":
         return names
     chosen = [name.strip() for name in value.split(",")]
-    unknown = [name for name in chosen if name not in names]
+    unknown = [name for name in chosen if name not in list_models(include_reference=True)]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names)} or all")
     return chosen

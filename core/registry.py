@@ -39,6 +39,9 @@ class ModelCard:
     # what each map shows, in the paper's terms and with the figure it mirrors: {map name: caption}. Empty: the
     # captions written so far live in ``core.captions`` (see there); a new paper puts its own here.
     map_notes: Mapping[str, str] = field(default_factory=dict)
+    # a reference model beside the papers (MAXIM with its authors' weights): registered and loadable by name, but
+    # left out of list_models() (the app, the command line's "all", the registry-wide tests) until it is wired in
+    reference: bool = False
 
 
 _FACTORIES: dict[str, Callable] = {}
@@ -68,9 +71,10 @@ def _load_all() -> None:
     importlib.import_module("core.models")
 
 
-def list_models() -> list[str]:
+def list_models(*, include_reference: bool = False) -> list[str]:
+    """The registered variants of the five papers; with ``include_reference``, the reference models too."""
     _load_all()
-    return list(_CARDS)
+    return [name for name, card in _CARDS.items() if include_reference or not card.reference]
 
 
 def get_card(name: str) -> ModelCard:

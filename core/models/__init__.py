@@ -1,3 +1,3 @@
 """One file per paper; importing this package registers every variant (one import line per paper)."""
 
-from core.models import fcn, gradientnet, lmfn, reblur, sp  # noqa: F401
+from core.models import fcn, gradientnet, lmfn, maxim, reblur, sp  # noqa: F401
