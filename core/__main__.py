@@ -39,7 +39,7 @@ def info(_args: argparse.Namespace) -> int:
         macs = "".join(f"{count_macs(name, h, w) / 1e9:>18.2f}" for h, w in SIZES)
         weights = "shipped" if shipped_weights(name).trained else "none (untrained)"
         reduced = shipped_architecture(name)
-        print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights if not reduced else 'reduced, below'}")
+        print(f"{name:<14}{card.year:>6}{params / 1e6:>11.3f}M{macs}  {weights if not reduced else 'shipped network below'}")
         if reduced:
             params = parameter_count(create_model(name, **reduced))
             macs = "".join(f"{count_macs(name, h, w, **reduced) / 1e9:>18.2f}" for h, w in SIZES)

@@ -102,7 +102,8 @@ def stage_summary(card: dict) -> dict:
             "batch_size": config["data"]["batch_size"], "crop": config["data"]["crop"], "lr": config["optim"]["lr"],
             "seed": config["train"]["seed"], "init": config["train"].get("init"), "hardware": card["hardware"],
             "recipe": recipe_summary(config), "losses_used": card.get("losses_used"), "teacher": card.get("teacher"),
-            "validation_best": card.get("validation_best")}
+            "validation_best": card.get("validation_best"),
+            **({"run_steps": card["run_steps"]} if "run_steps" in card else {})}
 
 
 def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
@@ -121,6 +122,23 @@ def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage} for stage in stages]
 
 
+def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
+    """The run card counted up to the step whose weights are shipped: ``best.safetensors`` holds the weights
+    of the best validation, which saw only the steps (samples, seconds) before it; the run's own length is kept
+    under ``run_steps``."""
+    best = run_card.get("validation_best")
+    log = run / "log.jsonl"
+    if weights != "best.safetensors" or not best or best["step"] >= run_card["steps"] or not log.is_file():
+        return run_card
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    at = next((r for r in records if r["kind"] == "val" and r["step"] == best["step"]), None)
+    if at is None:
+        return run_card
+    batch = run_card["config"]["data"]["batch_size"]
+    return {**run_card, "run_steps": run_card["steps"], "steps": best["step"], "samples": best["step"] * batch,
+            "wall_seconds": round(at["seconds"], 1)}
+
+
 def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
          crop: int = 256, out_dir: Path = CHECKPOINT_DIR) -> dict:
     run = Path(run)
@@ -128,6 +146,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
     run_card = json.loads((run / "card.json").read_text())
     if run_card["model"] != name:
         raise ValueError(f"{run} trained {run_card['model']!r}, not {name!r}")
+    run_card = as_of_shipped_step(run, run_card, weights)
     architecture = checkpoint_architecture(source)
     model = create_model(name, **architecture)
     load_weights(model, source)
@@ -160,7 +179,9 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
 
     card = {
         "model": name,
-        "headline": headline(name, run_card, architecture, earlier),
+        "headline": headline(name, run_card, architecture, earlier) + (
+            f"; the weights of step {run_card['steps']:,}, the best validation of a run stopped at step "
+            f"{run_card['run_steps']:,}" if "run_steps" in run_card else ""),
         "trained": True,
         "paper": run_card["paper"],
         "architecture_overrides": architecture,
@@ -171,6 +192,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
         "bytes": target.stat().st_size,
         "precision": precision,
         "recipe": recipe_summary(run_card["config"]),
+        **({"run_steps": run_card["run_steps"]} if "run_steps" in run_card else {}),
         **{key: run_card[key] for key in ("data", "validation", "steps", "samples", "wall_seconds", "hardware",
                                            "losses_used", "teacher", "validation_best", "validation_last", "torch",
                                            "config")},
