@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from results import update_readme  # the results table's block filler (this folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- info:start -->", "<!-- info:end -->"
 
@@ -19,13 +21,7 @@ START, END = "<!-- info:start -->", "<!-- info:end -->"
 def main() -> int:
     output = subprocess.run([sys.executable, "-m", "core", "info"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.rstrip()
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if START not in content or END not in content:
-        raise SystemExit(f"README.md has no {START} ... {END} block to fill")
-    before, rest = content.split(START, 1)
-    _, after = rest.split(END, 1)
-    readme.write_text(f"{before}{START}\n```\n{output}\n```\n{END}{after}")
+    update_readme(f"```\n{output}\n```", START, END)
     print(output)
     return 0
 

@@ -127,14 +127,15 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
+def update_readme(text: str, start: str = START, end: str = END) -> None:
+    """Replace the README's text between the ``start`` and ``end`` markers (also used by readme_info.py)."""
     readme = ROOT / "README.md"
     content = readme.read_text()
-    if START not in content or END not in content:
-        raise SystemExit(f"README.md has no {START} ... {END} block to fill")
-    before, rest = content.split(START, 1)
-    _, after = rest.split(END, 1)
-    readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    if start not in content or end not in content:
+        raise SystemExit(f"README.md has no {start} ... {end} block to fill")
+    before, rest = content.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
 
 
 def main() -> int:

@@ -113,51 +113,21 @@ def _strides(attr):
     return values[1], values[2]
 
 
+# element-wise operations of the graph: numpy's function of the node's inputs, in order
+ELEMENTWISE = {
+    "Identity": lambda x: x, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
+    "RealDiv": lambda x, y: np.divide(x, y).astype(np.result_type(x, y)), "FloorDiv": np.floor_divide,
+    "FloorMod": np.mod, "Maximum": np.maximum, "Minimum": np.minimum, "Square": np.square,
+    "Rsqrt": lambda x: (1.0 / np.sqrt(x)).astype(x.dtype), "Reciprocal": lambda x: (1.0 / x).astype(x.dtype),
+    "Tanh": np.tanh, "Exp": np.exp, "Neg": np.negative, "Abs": np.abs, "Floor": np.floor, "Sign": np.sign,
+    "Greater": np.greater, "GreaterEqual": np.greater_equal, "Less": np.less, "LessEqual": np.less_equal,
+    "NotEqual": np.not_equal, "LogicalAnd": np.logical_and, "SelectV2": np.where,
+}
+
+
 def _evaluate_node(op, inputs, attr):
-    if op in ("Identity",):
-        return inputs[0]
-    if op == "AddV2":
-        return np.add(inputs[0], inputs[1])
-    if op == "Sub":
-        return np.subtract(inputs[0], inputs[1])
-    if op == "Mul":
-        return np.multiply(inputs[0], inputs[1])
-    if op == "RealDiv":
-        return np.divide(inputs[0], inputs[1]).astype(np.result_type(inputs[0], inputs[1]))
-    if op == "FloorDiv":
-        return np.floor_divide(inputs[0], inputs[1])
-    if op == "FloorMod":
-        return np.mod(inputs[0], inputs[1])
-    if op == "Maximum":
-        return np.maximum(inputs[0], inputs[1])
-    if op == "Minimum":
-        return np.minimum(inputs[0], inputs[1])
-    if op == "Square":
-        return np.square(inputs[0])
-    if op == "Rsqrt":
-        return (1.0 / np.sqrt(inputs[0])).astype(inputs[0].dtype)
-    if op == "Reciprocal":
-        return (1.0 / inputs[0]).astype(inputs[0].dtype)
-    if op == "Tanh":
-        return np.tanh(inputs[0])
-    if op == "Exp":
-        return np.exp(inputs[0])
-    if op == "Neg":
-        return np.negative(inputs[0])
-    if op == "Abs":
-        return np.abs(inputs[0])
-    if op == "Floor":
-        return np.floor(inputs[0])
-    if op == "Sign":
-        return np.sign(inputs[0])
-    if op in ("Greater", "GreaterEqual", "Less", "LessEqual", "NotEqual"):
-        compare = {"Greater": np.greater, "GreaterEqual": np.greater_equal, "Less": np.less,
-                   "LessEqual": np.less_equal, "NotEqual": np.not_equal}[op]
-        return compare(inputs[0], inputs[1])
-    if op == "LogicalAnd":
-        return np.logical_and(inputs[0], inputs[1])
-    if op == "SelectV2":
-        return np.where(inputs[0], inputs[1], inputs[2])
+    if op in ELEMENTWISE:
+        return ELEMENTWISE[op](*inputs)
     if op == "Cast":
         return np.asarray(inputs[0]).astype(DTYPES[attr["DstT"]["type"]])
     if op == "Shape":

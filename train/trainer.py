@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -111,20 +111,15 @@ class WeightAverage:
         torch._foreach_lerp_([self.average[n] for n in self.names], [live[n] for n in self.names], 1.0 - decay)
         self.updates += 1
 
+    @contextmanager
     def swapped_in(self, model: torch.nn.Module):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def swap():
-            state = model.state_dict()
-            live = {name: state[name].detach().clone() for name in self.names}
-            model.load_state_dict(self.average, strict=False)
-            try:
-                yield model
-            finally:
-                model.load_state_dict(live, strict=False)
-
-        return swap()
+        state = model.state_dict()
+        live = {name: state[name].detach().clone() for name in self.names}
+        model.load_state_dict(self.average, strict=False)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(live, strict=False)
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "average": dict(self.average)}
