@@ -149,10 +149,10 @@ class EfficientNetTeacher(Teacher):
     resolution, and the outputs of its blocks 2, 4 and 10 (strides 4, 8 and 16: 24, 40 and 112 channels) are
     upsampled x ``UPSAMPLE`` (bilinear) to strides 1, 2 and 4, the student's prior strides. Deeper blocks than
     the first were chosen because the paper distils a classifier's semantics; upsampling the features rather
-    than the image keeps the teacher at 1/16 of the cost (running it on the image upsampled x4 took as long as
-    half an SP training step on this CPU). Each level is divided by its root mean square over channels and
-    positions (per image), so that every target has unit mean square: the raw block outputs (batch-normalised
-    sums, no activation) made the HCL term 0.1 x 69 against an L1 of 0.01 on the first steps. The student's
+    than the image keeps the teacher at 1/16 of the cost (the image upsampled x4 made the teacher a large part
+    of an SP step on the CPU). Each level is divided by its root mean square over channels and positions (per
+    image), so that every target has unit mean square: the raw block outputs (batch-normalised sums, no
+    activation) are large, and made the HCL term dominate the L1 term by orders of magnitude. The student's
     priors reach the teacher's widths through trainable 1x1 connectors. Frozen, batch norm in eval mode.
     """
 

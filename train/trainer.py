@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.metrics import psnr, ssim
 from core.registry import create_model, get_card
-from train.data import ValidationPairs, build_dataset
+from train.data import ValidationPairs, build_dataset, to_tensor
 from train.distributed import Context, barrier, broadcast_parameters
 from train.memory import check_fits
 from train.recipes import RECIPES
@@ -141,7 +141,7 @@ class PreviewPairs(Dataset):
         for index in range(len(pairs)):
             pair = pairs[index]
             resized = {
-                key: to_chw(resize_longest(pair[key].permute(1, 2, 0).numpy(), longest)) for key in ("blur", "sharp")
+                key: to_tensor(resize_longest(pair[key].permute(1, 2, 0).numpy(), longest)) for key in ("blur", "sharp")
             }
             self.items.append(resized)
 
@@ -150,10 +150,6 @@ class PreviewPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.items[index]
-
-
-def to_chw(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
 def export_weights(model, path: Path, *, fp16: bool, architecture: dict | None = None) -> None:
