@@ -59,6 +59,7 @@ from core.compare import (
 from core.images import ImageError, read_image, write_png
 from core.inference import default_device, device_description
 from core.registry import get_card, list_models, shipped_weights
+from core.timing import expected_seconds, runs_quickly
 from core.tta import PAPER_LR, Adaptation
 
 ROOT = Path(__file__).resolve().parent
@@ -92,15 +93,59 @@ def short_title(name: str) -> str:
     return get_card(name).paper.split(":")[0]
 
 
+def app_models() -> list[str]:
+    """The five papers' variants, then the reference models beside them (MAXIM)."""
+    return list_models(include_reference=True)
+
+
+def papers_count() -> int:
+    return len({get_card(name).paper for name in list_models()})
+
+
+def model_label(name: str) -> str:
+    """A checkbox's words: paper, year and weights; a reference model says that it is not one of the papers."""
+    card, weights = get_card(name), shipped_weights(name)
+    if card.reference:
+        return (f"reference: {card.title or name}, {card.venue} {card.year}, not one of the {number(papers_count())} "
+                f"papers · {weights.short}")
+    return f"{name} — {short_title(name)} ({card.year}) · {weights.short}"
+
+
+def number(count: int) -> str:
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[count] if count < len(words) else str(count)
+
+
 def model_choices() -> list[tuple[str, str]]:
-    """Every model's checkbox: its paper, year, and which weights it runs on, in a few words."""
-    return [(f"{name} — {short_title(name)} ({get_card(name).year}) · {shipped_weights(name).short}", name)
-            for name in list_models()]
+    return [(model_label(name), name) for name in app_models()]
 
 
-def default_models() -> list[str]:
-    """The models ticked when the page opens: the trained ones (an untrained one is there to be picked)."""
-    return [name for name in list_models() if shipped_weights(name).trained]
+def typical_shape(size: str) -> tuple[int, int]:
+    """(height, width) of a 16:9 photo at a processing size ("full": a 1280x720 frame, GoPro's)."""
+    side = processing_side(size) or 1280
+    return side * 9 // 16, side
+
+
+def default_models(size: str = PREVIEW_SIZE, device: str | None = "cpu") -> list[str]:
+    """The models ticked when the page opens: the trained papers' variants (an untrained one is there to be
+    picked), and a reference model where this machine runs it in a few seconds at that size
+    (``core.timing.runs_quickly``: estimated from its multiply-accumulates and this device's measured speed;
+    ``device`` None: a GPU, attached only while a model runs, where every model is quick)."""
+    height, width = typical_shape(size)
+    return [name for name in app_models() if shipped_weights(name).trained
+            and (not get_card(name).reference or device is None or runs_quickly(name, height, width, device))]
+
+
+def slow_models_note(size: str, device: str | None = "cpu") -> str:
+    """The models that would take more than a few seconds at this size here, with their estimate."""
+    if device is None:
+        return "A GPU runs every model in seconds."
+    height, width = typical_shape(size)
+    slow = [(name, expected_seconds(name, height, width, device)) for name in app_models()
+            if not runs_quickly(name, height, width, device)]
+    if not slow:
+        return "Every model runs in a few seconds at this size here."
+    return "Slow at this size here: " + ", ".join(f"{name} about {seconds:,.0f} s" for name, seconds in slow) + "."
 
 
 def default_context(reference) -> list[str]:
@@ -110,13 +155,13 @@ def default_context(reference) -> list[str]:
 
 def model_lines() -> str:
     """One line per model, shown under the checkboxes: what it is, and which weights it runs on."""
-    lines = [f"- `{name}`: {get_card(name).summary.rstrip('.')}. *Weights: {weights_line(name)}.*" for name in list_models()]
+    lines = [f"- `{name}`: {get_card(name).summary.rstrip('.')}. *Weights: {weights_line(name)}.*" for name in app_models()]
     return "\n".join(lines)
 
 
 def models_markdown() -> str:
     rows = ["| model | paper | what it is | weights |", "|---|---|---|---|"]
-    for name in list_models():
+    for name in app_models():
         card = get_card(name)
         rows.append(f"| `{name}` | {card.paper} ({card.venue} {card.year}) | {card.summary} | {weights_line(name)} |")
     return "\n".join(rows)
@@ -125,7 +170,7 @@ def models_markdown() -> str:
 def paper_groups() -> list[tuple[str, list[str]]]:
     """(paper title, its variants) in registry order: one tab per paper."""
     groups: dict[str, list[str]] = {}
-    for name in list_models():
+    for name in app_models():
         groups.setdefault(get_card(name).paper, []).append(name)
     return list(groups.items())
 
@@ -453,9 +498,9 @@ def compare(blurry, reference=None, more=None, more_references=None, models=None
     photos = gather_photos(blurry, reference, more, more_references, size)
     if not photos:
         raise gr.Error("Give a blurry photo: upload, paste or drop one, or click an example.")
-    unknown = [name for name in models or [] if name not in list_models()]
+    unknown = [name for name in models or [] if name not in app_models()]
     if unknown:
-        raise gr.Error(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}.")
+        raise gr.Error(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(app_models())}.")
     groups = paper_groups()
     names = compare_outputs(groups)
     keys = engine.smallest_first(models or []) + ([BASELINE] if BASELINE in (context or []) else [])
@@ -652,9 +697,11 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     one more is refused at once, with Gradio's own "busy, try again" message (HTTP 503), rather than left waiting.
     """
     groups = paper_groups()
-    names = list_models()
+    names = app_models()
     on_cuda = default_device().type == "cuda" or (spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU")))
     heavy = {"concurrency_id": "models", "concurrency_limit": 1}
+    initial_size = "full" if on_cuda else PREVIEW_SIZE
+    timed_on = None if on_cuda else str(default_device())  # the device whose speed the time estimates use
     untrained = [name for name in names if not shipped_weights(name).trained]
     with gr.Blocks(title="Deblurring workbench", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(INTRO)
@@ -695,12 +742,13 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                         with gr.Row():
                             compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             stop_button = gr.Button("Stop", variant="stop")
-                        models = gr.CheckboxGroup(model_choices(), value=default_models(), label="Models",
-                                                   elem_id="models")
+                        models = gr.CheckboxGroup(model_choices(), value=default_models(initial_size, timed_on),
+                                                  label="Models", info=slow_models_note(initial_size, timed_on),
+                                                  elem_id="models")
                         gr.Markdown(model_lines(), elem_classes="model-lines")
                         context = gr.CheckboxGroup(CONTEXT_CHOICES, value=default_context(None), label="For context",
                                                     elem_id="context")
-                        size = gr.Radio(SIZE_CHOICES, value="full" if on_cuda else PREVIEW_SIZE, elem_id="size",
+                        size = gr.Radio(SIZE_CHOICES, value=initial_size, elem_id="size",
                                         label="Processing size (longest side)",
                                         info=f"Device: {device_text()}. Full size is slow on a CPU (FCN: minutes).")
                     with gr.Column(scale=2):
@@ -774,6 +822,8 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             **heavy,
         )
         stop_button.click(None, None, None, cancels=[compare_event], api_visibility="private")
+        size.change(lambda chosen: gr.update(info=slow_models_note(chosen, timed_on)), size, models,
+                    api_visibility="private", show_progress="hidden")
         reference.change(context_for, [reference, context], context, api_visibility="private", show_progress="hidden")
         blur_button.click(served(make_blurry), [sharp, length, seed], [blurry, reference, kernel_view],
                           api_name="blur", concurrency_limit=2)

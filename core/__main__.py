@@ -33,7 +33,7 @@ def info(_args: argparse.Namespace) -> int:
     """Registered (paper) networks, and under each one the shipped network where its checkpoint is reduced."""
     header = f"{'model':<14}{'year':>6}{'params':>12}" + "".join(f"{f'GMACs {w}x{h}':>18}" for h, w in SIZES)
     print(header + "  checkpoint")
-    for name in list_models():
+    for name in list_models(include_reference=True):
         card = get_card(name)
         params = parameter_count(create_model(name))
         macs = "".join(f"{count_macs(name, h, w) / 1e9:>18.2f}" for h, w in SIZES)
@@ -49,12 +49,12 @@ def info(_args: argparse.Namespace) -> int:
 
 
 def chosen_models(value: str, parser: argparse.ArgumentParser) -> list[str]:
-    """The models named (a reference model such as MAXIM by its name only), or the five papers' for "all"."""
-    names = list_models()
+    """The models named, or for "all" the five papers' and the reference models beside them (MAXIM)."""
+    names = list_models(include_reference=True)
     if value == "all":
         return names
     chosen = [name.strip() for name in value.split(",")]
-    unknown = [name for name in chosen if name not in list_models(include_reference=True)]
+    unknown = [name for name in chosen if name not in names]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names)} or all")
     return chosen

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import tta, visualize
+from core import timing, tta, visualize
 from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
 from core.images import ImageError, read_image, write_png
 from core.inference import default_device, load_model, restore, to_tensor, to_uint8
@@ -191,6 +191,7 @@ def run_method(key: str, photo: Photo, *, tile: int | None = None, return_maps: 
         image = richardson_lucy(photo.image, kernel, iterations=BASELINE_ITERATIONS)
         return Output(BASELINE, label(BASELINE), visualize.as_uint8(image), time.perf_counter() - start)
     result = restore(photo.image, key, tile=tile, return_maps=return_maps)
+    timing.observe(key, str(default_device()), *photo.image.shape[:2], result.seconds)
     return Output(key, label(key), result.image, result.seconds, result.maps, result.tile)
 
 

@@ -42,6 +42,7 @@ class ModelCard:
     # a reference model beside the papers (MAXIM with its authors' weights): registered and loadable by name, but
     # left out of list_models() (the app, the command line's "all", the registry-wide tests) until it is wired in
     reference: bool = False
+    title: str = ""  # the variant's own name as its paper writes it ("MAXIM-3S"); the app's labels use it
 
 
 _FACTORIES: dict[str, Callable] = {}
@@ -72,9 +73,10 @@ def _load_all() -> None:
 
 
 def list_models(*, include_reference: bool = False) -> list[str]:
-    """The registered variants of the five papers; with ``include_reference``, the reference models too."""
+    """The registered variants of the five papers; with ``include_reference``, the reference models too, after them."""
     _load_all()
-    return [name for name, card in _CARDS.items() if include_reference or not card.reference]
+    papers = [name for name, card in _CARDS.items() if not card.reference]
+    return papers + [name for name, card in _CARDS.items() if card.reference] if include_reference else papers
 
 
 def get_card(name: str) -> ModelCard:
@@ -246,6 +248,8 @@ def shipped_weights(name: str) -> Weights:
 
 def _short_headline(shipped: dict) -> str:
     """ "CPU-trained, 4,000 steps" (", reduced width" for a reduced architecture) from a shipped card's fields."""
+    if shipped.get("reference"):
+        return "its authors' weights"
     hardware = str(shipped.get("hardware") or "")
     where = "GPU" if any(word in hardware for word in ("GPU", "cuda", "CUDA")) else "CPU" if "CPU" in hardware else ""
     words = [f"{where}-trained" if where else "trained"]

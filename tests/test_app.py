@@ -81,7 +81,8 @@ def test_named_endpoints_are_compare_blur_and_adapt_and_the_rest_is_private():
 
 def test_each_paper_has_a_tab_with_a_note_naming_its_maps_and_figures():
     groups = app.paper_groups()
-    assert sum(len(names) for _, names in groups) == len(core.registry.list_models())
+    assert sum(len(names) for _, names in groups) == len(app.app_models())
+    assert ["maxim-3s-gopro"] in [names for _, names in groups]  # the reference model has a tab of its own
     for _, names in groups:
         note = app.map_note(names)
         assert "Fig" in note
@@ -297,7 +298,8 @@ def test_the_page_ticks_only_trained_models_and_the_baseline_only_with_a_referen
     demo = app.build_demo()
     boxes = {block.elem_id: block for block in demo.blocks.values() if isinstance(block, gr.CheckboxGroup)}
     trained = [name for name in core.registry.list_models() if core.registry.shipped_weights(name).trained]
-    assert boxes["models"].value == trained and boxes["context"].value == [app.INPUT]
+    assert [name for name in boxes["models"].value if name in trained] == trained
+    assert boxes["context"].value == [app.INPUT]
     for label, name in boxes["models"].choices:  # every checkbox says which weights it runs on
         assert label.endswith(core.registry.shipped_weights(name).short)
     assert app.context_for("sharp.png", [app.INPUT]) == [app.INPUT, app.BASELINE]
@@ -305,3 +307,20 @@ def test_the_page_ticks_only_trained_models_and_the_baseline_only_with_a_referen
     assert app.context_for(None, []) == []
     monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)  # nothing shipped: nothing ticked
     assert app.default_models() == []
+
+
+def test_the_reference_model_says_it_is_not_a_paper_and_is_ticked_only_where_it_runs_in_seconds(monkeypatch):
+    label = dict((name, text) for text, name in app.model_choices())["maxim-3s-gopro"]
+    assert label.startswith("reference: MAXIM-3S, CVPR 2022, not one of the five papers")
+    assert "trained" not in label.split("·")[-1]  # its authors' weights, not trained here
+    estimates = {}
+    monkeypatch.setattr(app, "runs_quickly", lambda name, height, width, device: estimates[name] <= 10)
+    monkeypatch.setattr(app, "expected_seconds", lambda name, height, width, device: estimates[name])
+    papers = [name for name in core.registry.list_models() if core.registry.shipped_weights(name).trained]
+    estimates = dict.fromkeys(app.app_models(), 1.0) | {"maxim-3s-gopro": 4.0}
+    assert app.default_models("320") == papers + ["maxim-3s-gopro"]
+    assert app.slow_models_note("320") == "Every model runs in a few seconds at this size here."
+    estimates["maxim-3s-gopro"] = 95.0
+    assert app.default_models("full") == papers
+    assert app.slow_models_note("full") == "Slow at this size here: maxim-3s-gopro about 95 s."
+    assert app.default_models("full", device=None)[-1] == "maxim-3s-gopro"  # a GPU: every model is quick

