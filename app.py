@@ -537,6 +537,26 @@ def compare(blurry, reference=None, more=None, more_references=None, models=None
     })
 
 
+NEW_PHOTO = "A new photo: press **Compare** to run the models on it (the last run's results were cleared)."
+STOPPED = "Stopped. The methods that finished before Stop are shown; press **Compare** to run again."
+
+
+def cleared(groups) -> tuple:
+    """Compare's outputs emptied, for a new photo or reference: no result of the photo before stays beside it."""
+    empty_choices = gr.update(choices=[], value=None)
+    values = {"table": {"headers": COLUMNS, "data": []}, "csv": None, "zip": None, "status": NEW_PHOTO,
+              "session": None, "photo": gr.update(choices=[], value=None, visible=False), "gallery": [],
+              "left": empty_choices, "right": empty_choices, "slider": None, "picker": None, "zoom": [],
+              "kernels": [], "errors": []}
+    values |= {name: [] for name in compare_outputs(groups) if name.startswith("maps ")}
+    return frame(compare_outputs(groups), values)
+
+
+def adaptation_cleared() -> tuple:
+    """The adaptation tab's outputs emptied, for a new photo."""
+    return None, None, None, None, "A new photo: press **Adapt** to adapt a model on it."
+
+
 def done_text(results: list[Result], keys: list[str]) -> str:
     """What ran, at which size, which weights were used, and why a model has no maps."""
     models = [key for key in keys if key != BASELINE]
@@ -713,13 +733,24 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=320):
+                        # Examples and Compare first, so that a 1280x720 screen shows both without scrolling; the
+                        # photo inputs they fill are built here and drawn below them.
+                        blurry = gr.Image(label="Blurry photo", type="filepath", image_mode=None, format="png",
+                                          sources=["upload", "clipboard"], elem_id="blurry", height=220, render=False)
+                        reference = gr.Image(label="Sharp reference (optional: PSNR, SSIM, LPIPS, error maps)",
+                                             type="filepath", image_mode=None, format="png", height=220,
+                                             sources=["upload", "clipboard"], elem_id="reference", render=False)
+                        example_list, example_labels = example_rows()
+                        gr.Examples(example_list, inputs=[blurry, reference], example_labels=example_labels,
+                                    label="Examples (click one)", api_visibility="private")
+                        with gr.Row():
+                            compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                            stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button")
                         with gr.Tabs():
                             with gr.Tab("Blurry photo", id="photo"):
-                                blurry = gr.Image(label="Blurry photo", type="filepath", image_mode=None, format="png",
-                                                  sources=["upload", "clipboard"], elem_id="blurry")
-                                reference = gr.Image(label="Sharp reference (optional: PSNR, SSIM, LPIPS, error maps)",
-                                                     type="filepath", image_mode=None, format="png",
-                                                     sources=["upload", "clipboard"], elem_id="reference")
+                                with gr.Row():
+                                    blurry.render()
+                                    reference.render()
                                 with gr.Accordion("Several photos", open=False):
                                     more = gr.File(label="More blurry photos", file_count="multiple",
                                                    file_types=["image"])
@@ -735,13 +766,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                                 blur_button = gr.Button("Blur it")
                                 kernel_view = gr.Image(label="Blur kernel used (31x31)", format="png",
                                                        interactive=False, height=180)
-                        example_list, example_labels = example_rows()
-                        gr.Examples(example_list, inputs=[blurry, reference], example_labels=example_labels,
-                                    label="Examples", api_visibility="private")
                         gr.Markdown(ATTRIBUTION)
-                        with gr.Row():
-                            compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
-                            stop_button = gr.Button("Stop", variant="stop")
                         models = gr.CheckboxGroup(model_choices(), value=default_models(initial_size, timed_on),
                                                   label="Models", info=slow_models_note(initial_size, timed_on),
                                                   elem_id="models")
@@ -821,7 +846,12 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             [components[name] for name in compare_outputs(groups)], api_name="compare", show_progress_on=[status],
             **heavy,
         )
-        stop_button.click(None, None, None, cancels=[compare_event], api_visibility="private")
+        stop_button.click(lambda: STOPPED, None, status, cancels=[compare_event], api_visibility="private",
+                          show_progress="hidden")
+        compare_panel = [components[name] for name in compare_outputs(groups)]
+        for photo_input in (blurry, reference):  # a new photo or reference: the results beside it are not its own
+            photo_input.change(functools.partial(cleared, groups), None, compare_panel, api_visibility="private",
+                               show_progress="hidden")
         size.change(lambda chosen: gr.update(info=slow_models_note(chosen, timed_on)), size, models,
                     api_visibility="private", show_progress="hidden")
         reference.change(context_for, [reference, context], context, api_visibility="private", show_progress="hidden")
@@ -840,7 +870,10 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             [adapted, adapt_slider, curve, adapt_table, adapt_status], api_name="adapt",
             show_progress_on=[adapt_status], **heavy,
         )
-        adapt_stop.click(None, None, None, cancels=[adapt_event], api_visibility="private")
+        adapt_stop.click(lambda: "Stopped: the steps before Stop are shown.", None, adapt_status,
+                         cancels=[adapt_event], api_visibility="private", show_progress="hidden")
+        blurry.change(adaptation_cleared, None, [adapted, adapt_slider, curve, adapt_table, adapt_status],
+                      api_visibility="private", show_progress="hidden")
     return demo.queue(max_size=queue_size, default_concurrency_limit=4)
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from core.complexity import count_macs
+from core.inference import set_cpu_threads
 from core.registry import get_card, shipped_architecture
 
 QUICK_SECONDS = 10.0  # "a few seconds": a run this short is worth starting without being asked
@@ -44,8 +45,10 @@ def macs_per_pixel(name: str) -> float:
 @functools.lru_cache(maxsize=None)
 def device_rate(device: str = "cpu") -> float:
     """Multiply-accumulates per second of one 3x3, 64-to-64-channel convolution on a 1 x 64 x 128 x 128 input
-    (the best of five runs after a warm-up)."""
+    (the best of five runs after a warm-up), on as many threads as ``core.inference.restore`` uses."""
     target = torch.device(device)
+    if target.type == "cpu":
+        set_cpu_threads()
     x = torch.randn(1, 64, 128, 128, device=target).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(64, 64, 3, 3, device=target).contiguous(memory_format=torch.channels_last)
     macs = 128 * 128 * 64 * 64 * 9

@@ -11,7 +11,7 @@ from conftest import launched
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent / "screenshots"
-KEPT = {"lmfn", "reblur-n1"}  # the two models picked: the quickest on a CPU
+KEPT = {"lmfn", "reblur-n1", "maxim-3s-gopro"}  # the two quickest papers' models on a CPU, and the reference
 RUN_TIMEOUT_MS = 240_000
 
 pytestmark = pytest.mark.skipif(
@@ -24,7 +24,7 @@ def page():
     SHOTS.mkdir(exist_ok=True)
     with launched() as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1280, "height": 720})  # a laptop screen
         page.goto(url)
         expect(page.locator("#compare-button")).to_be_visible(timeout=60_000)
         yield page
@@ -39,14 +39,18 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     from core.registry import list_models
 
     shot(page, "1-opened")
+    for first_view in (page.get_by_role("button", name="GoPro crowd, 640x360 (with its sharp frame)"),
+                       page.locator("#compare-button")):  # both on the first screen, no scrolling
+        box = first_view.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 720, box
     page.get_by_role("button", name="GoPro crowd, 640x360 (with its sharp frame)").click()
-    expect(page.locator("#blurry img")).to_be_visible()
+    expect(page.locator("#blurry img")).to_be_visible(timeout=30_000)
     expect(page.locator("#reference img")).to_be_visible()
-    for name in list_models():
+    for name in list_models(include_reference=True):
         box = page.locator(f'#models input[name="{name}"]')
         if box.is_checked() != (name in KEPT):
             box.click()
-    for name in list_models():
+    for name in list_models(include_reference=True):
         expect(page.locator(f'#models input[name="{name}"]')).to_be_checked(checked=name in KEPT)
     page.get_by_test_id("192 px-radio-label").click()
     page.locator("#compare-button").click()
@@ -55,7 +59,7 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     gallery = page.locator("#gallery")
     for name in KEPT:
         expect(gallery).to_contain_text(name)
-    assert gallery.locator("img").count() >= 4  # input, reference, baseline and the two models
+    assert gallery.locator("img").count() >= 5  # input, reference, baseline, the two models and MAXIM
     expect(page.locator("#slider img")).to_have_count(2)
     expect(page.locator("#slider img").first).to_be_visible()
     expect(page.locator("#metrics")).to_contain_text("reblur-n1")
@@ -68,6 +72,9 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     assert maps.locator("img").count() >= 2  # ALFM and ACFM
     expect(page.get_by_text("ALFM attention").first).to_be_visible()
     shot(page, "3-lmfn-maps")
+    page.get_by_role("tab", name="maxim-3s-gopro", exact=True).click()
+    expect(page.locator("#maps-maxim-3s-gopro img").first).to_be_visible()
+    expect(page.get_by_text("cross-gating block").first).to_be_visible()
 
     page.get_by_role("tab", name="Adapt at test time").click()
     steps = page.locator('#adapt-steps input[type="number"]')
@@ -77,3 +84,10 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     expect(page.locator("#adapt-status")).to_contain_text("Done: 3 step(s)", timeout=RUN_TIMEOUT_MS)
     expect(page.locator("#adapt-curve img")).to_be_visible()
     shot(page, "4-adapted")
+
+    page.get_by_role("tab", name="Compare").click()  # a new photo: the last photo's results go
+    page.get_by_role("button", name="GoPro basketball, 640x360 (with its sharp frame)").click()
+    expect(page.locator("#status")).to_contain_text("A new photo", timeout=30_000)
+    expect(page.locator("#gallery img")).to_have_count(0)
+    expect(page.locator("#adapt-status")).to_contain_text("A new photo")
+    shot(page, "5-new-photo")

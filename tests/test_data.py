@@ -386,3 +386,20 @@ def test_build_dataset_mixes_the_folders_and_keeps_validation_frames_out():
         build_dataset([GOPRO_DEV], crop=32, seed=0, length=10, held_out=GOPRO_DEV)
     with pytest.raises(ValueError, match="does not exist"):
         build_dataset([DATA / "no_such_folder"], crop=32, seed=0, length=10)
+
+
+def test_a_frame_folder_of_one_to_three_frames_draws_pairs_with_no_blur_or_little(tmp_path, monkeypatch):
+    for number in range(1, 21):
+        save_png(tmp_path / "clip" / f"{number:04d}.png", np.full((12, 12, 3), 100 + number, np.uint8))
+    used = fake_frames(monkeypatch)
+    dataset = build_dataset([tmp_path / "clip"], crop=4, seed=0, length=40, frames=(1, 3))
+    (frames,) = dataset.sources
+    lengths = set()
+    for index in range(len(frames)):
+        del used[:]
+        frames._frames.clear()
+        sample = frames[index]
+        lengths.add(len(used))
+        if len(used) == 1:  # one frame: the blurry input is the sharp target itself
+            torch.testing.assert_close(sample["blur"], sample["sharp"], atol=1 / 255, rtol=0)
+    assert lengths == {1, 3}

@@ -474,6 +474,7 @@ def build_dataset(
     *,
     held_out: str | Path | None = None,
     scale: Sequence[float] | None = None,
+    frames: Sequence[int] = (7, 13),
 ) -> MixedDataset:
     """One training dataset of ``length`` samples from several folders, each read as ``dataset_type`` says.
 
@@ -482,6 +483,9 @@ def build_dataset(
     frames either side of each pair, are excluded from every frame folder (by sequence name), and a pair
     folder sharing a file with it is refused. ``scale``: downscaling range for real-blur sources (frame and pair
     folders; see ``FrameFolder``); sharp photos are blurred at their own scale, with kernels of every size.
+    ``frames``: (fewest, most) frames a frame folder's windows average, GoPro's 7 to 13 by default; a fewest of 1
+    also draws pairs with no blur or little (one or three frames), from which a network learns to leave sharp
+    regions as they are.
     """
     if not paths:
         raise ValueError("build_dataset needs at least one dataset path")
@@ -491,7 +495,8 @@ def build_dataset(
     for path in paths:
         kind = dataset_type(path)
         if kind is FrameFolder:
-            sources.append(FrameFolder(path, crop, seed, exclude=excluded, scale=scale))
+            sources.append(FrameFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], exclude=excluded,
+                                       scale=scale))
         elif kind is PairedFolder:
             sources.append(PairedFolder(path, crop, seed, scale=scale))
         else:

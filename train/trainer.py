@@ -231,6 +231,7 @@ def train(
         weights=config["data"]["weights"] or None,
         held_out=val,
         scale=config["data"].get("scale"),
+        frames=config["data"]["frames"],
     )
     if context.device.type == "cpu" and settings.get("memory_check", True):
         check_fits(model_name, config, dataset)  # before anything large is allocated: a clear refusal, not the OOM killer
