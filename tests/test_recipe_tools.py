@@ -153,3 +153,30 @@ def test_the_card_states_the_recipe_actually_used():
         assert fact in summary, (fact, summary)
     paper = recipe_summary(load_config("lmfn"))
     assert "Adam lr 0.0001" in paper and "float32" in paper and "EMA" not in paper and "warm-up" not in paper
+    assert "frame windows" not in paper  # GoPro's own 7 to 13 frames go unsaid
+    fewer = recipe_summary(load_config("reblur-n2", CONFIG_DIR / "cpu" / "reblur-n2-stage2.toml"))
+    assert "frame windows of 1 to 13 frames (GoPro: 7 to 13)" in fewer
+
+
+def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_path):
+    rng = np.random.default_rng(2)
+    for index in range(2):  # a tiny GoPro-layout validation folder
+        sharp = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        blurry = ((sharp.astype(np.float32) + np.roll(sharp, 2, axis=1)) / 2).astype(np.uint8)
+        for kind, image in (("blur", blurry), ("sharp", sharp)):
+            (tmp_path / "val" / "SEQ" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / "val" / "SEQ" / kind / f"{10 * index + 1:06d}_avg07.png")
+    config = merge(load_config("lmfn"), {
+        "architecture": {"residual": True}, "data": {"crop": 32, "batch_size": 2, "workers": 0},
+        "optim": {"name": "adamw", "lr": 3e-3},
+        "train": {"log_every": 1, "save_every": 1, "val_every": 1, "val_preview": 32, "best": "psnr+preview"},
+    })
+    card = train(model_name="lmfn", data=[str(photos)], out=tmp_path / "run", config=config, context=CPU,
+                 max_steps=4, progress=False, val=tmp_path / "val")
+    validations = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    validations = [r for r in validations if r["kind"] == "val"]
+    chosen = max(validations, key=lambda r: r["psnr"] + r["psnr_preview"])
+    assert card["validation_best"]["step"] == chosen["step"]
+    with pytest.raises(ValueError, match="val_preview"):
+        train(model_name="lmfn", data=[str(photos)], out=tmp_path / "other", context=CPU, max_steps=1,
+              progress=False, val=tmp_path / "val", config=merge(config, {"train": {"val_preview": None}}))

@@ -199,6 +199,11 @@ def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos,
     train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "three", config=third, context=CPU,
           max_steps=1, progress=False, val=None)
     assert len(ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")["stages"]) == 3
+    fourth = merge(second, {"train": {"seed": 3, "init": str(tmp_path / "three" / "last.safetensors")}})
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "four", config=fourth, context=CPU,
+          max_steps=1, progress=False, val=None)  # from the run file the shipped stage came from, not the checkpoint
+    stages = ship(tmp_path / "four", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")["stages"]
+    assert [stage["seed"] for stage in stages] == [0, 1, 2, 3]
     (tmp_path / "ckpt" / "reblur-n1.safetensors").write_bytes(b"not what the card describes")
     with pytest.raises(ValueError, match="describes"):
         ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")

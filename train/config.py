@@ -26,6 +26,7 @@ DEFAULTS = {
         "cpu_bf16": False,  # bfloat16 autocast on the CPU
         "ema": 0.0,  # decay of an exponential moving average of the weights, validated and exported; 0: none
         "val_preview": None,  # also validate on whole frames resized as the app resizes them (longest side)
+        "best": "psnr",  # what picks best.safetensors: "psnr" (crops) or "psnr+preview" (crops + val_preview frames)
         "threads": None,  # torch threads (None: torch's default)
         "memory_check": True,  # refuse a CPU run whose estimated peak exceeds the available memory (train.memory)
         "channels_last": True,

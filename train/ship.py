@@ -27,11 +27,13 @@ from core.registry import (
     load_weights,
     write_manifest_entry,
 )
+from train.config import DEFAULTS
 from train.data import ValidationPairs
 from train.distributed import Context
 from train.trainer import validate
 
 FP16_TOLERANCE_DB = 0.05
+GOPRO_FRAMES = DEFAULTS["data"]["frames"]  # the frame windows of GoPro's own pairs
 
 
 sha256 = file_sha256
@@ -90,6 +92,9 @@ def recipe_summary(config: dict) -> str:
         parts.append(f"EMA of the weights ({settings['ema']:g}) validated and exported")
     if data.get("scale"):
         parts.append(f"real-blur crops downscaled by a log-uniform factor in [{data['scale'][0]:g}, {data['scale'][1]:g}]")
+    if list(data.get("frames") or GOPRO_FRAMES) != list(GOPRO_FRAMES):
+        parts.append(f"frame windows of {data['frames'][0]} to {data['frames'][1]} frames (GoPro: "
+                     f"{GOPRO_FRAMES[0]} to {GOPRO_FRAMES[1]})")
     if config["loss"].get("pixel"):
         parts.append(f"pixel loss {config['loss']['pixel']}")
     return "; ".join(parts)
@@ -107,14 +112,18 @@ def stage_summary(card: dict) -> dict:
 
 
 def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
-    """The stages behind the shipped checkpoint when this run started from it (``[train] init`` naming
-    ``<out_dir>/<name>.safetensors``, still the file its card describes); [] otherwise."""
+    """The stages behind the shipped checkpoint when this run started from it: ``[train] init`` naming
+    ``<out_dir>/<name>.safetensors`` (still the file its card describes) or the run file it was shipped from
+    (the card's ``weights_from``, ``<run folder>/<file>``); [] otherwise."""
     start = run_card["config"]["train"].get("init")
     target = out_dir / f"{name}.safetensors"
     shipped = out_dir / f"{name}.json"
-    if not start or not target.is_file() or not shipped.is_file() or Path(start).resolve() != target.resolve():
+    if not start or not target.is_file() or not shipped.is_file():
         return []
     card = json.loads(shipped.read_text())
+    shipped_from = card.get("weights_from") == f"{Path(start).parent.name}/{Path(start).name}"
+    if Path(start).resolve() != target.resolve() and not shipped_from:
+        return []
     if card.get("sha256") != sha256(target):
         raise ValueError(f"{target} is not the file {shipped} describes: cannot say what this run continued")
     stages = card.get("stages") or [stage_summary(card)]

@@ -239,6 +239,8 @@ def train(
     preview = (
         PreviewPairs(ValidationPairs(val), settings["val_preview"]) if val and settings.get("val_preview") else None
     )
+    if settings["best"] == "psnr+preview" and pairs is not None and preview is None:
+        raise ValueError('[train] best = "psnr+preview" needs [train] val_preview (the preview size to validate at)')
     average = WeightAverage(model, settings["ema"]) if settings.get("ema") else None
 
     start, best, elapsed = 0, None, 0.0
@@ -301,7 +303,7 @@ def train(
                               "cpu_seconds": cpu_paused - cpu_began, **last_validation}
                     with log_path.open("a") as log:
                         log.write(json.dumps(record) + "\n")
-                    if best is None or last_validation["psnr"] > best["psnr"]:
+                    if best is None or selection_score(last_validation, settings) > selection_score(best, settings):
                         best = {"step": done, **last_validation}
                         export_weights(evaluated, out / "best.safetensors", fp16=settings["fp16_export"],
                                        architecture=architecture)
@@ -351,6 +353,20 @@ def to_channels_last(model) -> None:
     for parameter in model.parameters():
         if parameter.dim() == 4:
             parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+
+
+SELECTIONS = ("psnr", "psnr+preview")
+
+
+def selection_score(validation: dict, settings: dict) -> float:
+    """What picks ``best.safetensors`` (``[train] best``): the crops' PSNR ("psnr"), or with "psnr+preview" its sum
+    with the PSNR of the whole frames at ``val_preview`` (the app's preview size), so that a step that gains on
+    crops at full size while it loses at the preview size is not taken for the best."""
+    if settings["best"] not in SELECTIONS:
+        raise ValueError(f"[train] best must be one of {', '.join(SELECTIONS)}, got {settings['best']!r}")
+    if settings["best"] == "psnr+preview":
+        return validation["psnr"] + validation["psnr_preview"]
+    return validation["psnr"]
 
 
 def save_state(path: Path, model, recipe, step: int, best, seconds: float, average=None, *, cpu_seconds=None) -> None:
