@@ -222,3 +222,25 @@ def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp
     assert all(key in copied for key in n1 if key.startswith("deblur."))  # all of M_D
     with pytest.raises(ValueError, match="matches"):
         initialise_from(create_model("lmfn"), tmp_path / "n1" / "last.safetensors")
+
+
+def test_gradientnet_can_add_a_charbonnier_term_and_its_card_says_so(teacher_path):
+    from train import losses
+
+    config = merge(tiny_config("gradientnet", teacher_path), {"loss": {"adversarial": 0.0, "critic_steps": 0}})
+    with_pixel = merge(config, {"loss": {"charbonnier": 2.0}})
+    generator = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32, generator=generator)
+    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    results = []
+    for settings in (config, with_pixel):
+        torch.manual_seed(0)
+        model = create_model("gradientnet").train()
+        recipe = RECIPES["gradientnet"](model, settings, CPU)
+        with torch.no_grad():
+            expected = 2.0 * losses.charbonnier(model.forward_train(batch["blur"])["output"].float(), sharp).item()
+        results.append((recipe.step(batch)["loss"], expected, recipe.losses_used))
+    (plain, _, plain_losses), (pixel, charbonnier, pixel_losses) = results
+    assert pixel == pytest.approx(plain + charbonnier, rel=1e-4)
+    assert not any("Charbonnier" in line for line in plain_losses)
+    assert "2.0 x Charbonnier on the restored image (not in the paper)" in pixel_losses

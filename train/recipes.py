@@ -288,7 +288,8 @@ class Reblurring(Recipe):
 @recipe("gradientnet")
 class StructuresGuided(Recipe):
     """Eq. 11: 10 content (VGG19 relu4_3) + gradient + WGAN-GP; the PatchGAN critic steps 5 times per
-    generator step. The critic's five steps reuse the iteration's batch and one generated image (detached)."""
+    generator step. The critic's five steps reuse the iteration's batch and one generated image (detached).
+    ``[loss] charbonnier``: the weight of a Charbonnier pixel term beside them (not in the paper; 0: none)."""
 
     def __init__(self, model, config, context):
         from core.models.gradientnet import PatchGAN
@@ -305,6 +306,8 @@ class StructuresGuided(Recipe):
         self.losses_used = [
             f"{weights['content']} x {content_description}",
             f"{weights['gradient']} x gradient loss (L1 of horizontal and vertical differences)",
+            *([f"{weights['charbonnier']} x Charbonnier on the restored image (not in the paper)"]
+              if weights.get("charbonnier") else []),
             f"{weights['adversarial']} x WGAN-GP with a PatchGAN critic (gradient penalty {weights['gp_weight']}, "
             f"{weights['critic_steps']} critic steps per generator step)"
             if self.adversarial
@@ -331,6 +334,8 @@ class StructuresGuided(Recipe):
                 + self.weights["gradient"] * gradient
                 + self.weights["adversarial"] * adversarial
             )
+            if self.weights.get("charbonnier"):  # a pixel term beside the paper's (``[loss] charbonnier``)
+                loss = loss + self.weights["charbonnier"] * losses.charbonnier(fake, sharp)
         self.update("generator", loss)
         return {
             "loss": loss.item(),
