@@ -36,8 +36,8 @@ class ModelCard:
     checkpoint: str | None = None  # file name inside checkpoints/; defaults to "<name>.safetensors"
     provenance: str = "untrained: no checkpoint has been shipped for this variant yet"
     config: dict = field(default_factory=dict)  # the constructor keywords this variant uses
-    # what each map shows, in the paper's terms and with the figure it mirrors: {map name: caption}. Empty: the
-    # captions written so far live in ``core.captions`` (see there); a new paper puts its own here.
+    # what each map shows, in the paper's terms and with the figure it mirrors: {map name or a numbered family's
+    # stem ("prior" for "prior 1-3"): caption} (``core.captions``)
     map_notes: Mapping[str, str] = field(default_factory=dict)
     # a reference model beside the papers (MAXIM with its authors' weights): registered and loadable by name, but
     # left out of list_models() (the app, the command line's "all", the registry-wide tests) until it is wired in

@@ -444,6 +444,13 @@ class FCN(DeblurModel):
 
 
 MAPS = ("query map 1", "stage 1 output", "stage 2 output", "stage 3 output", "trust ratios")
+MAP_NOTES = {
+    "query map 1": "the sigmoid query map of the global feature catcher's query-key mechanism (Sec. 3.2, Fig. 3b), "
+                   "values in 0..1 that 'represent the importance of each pixel region for deblurring'",
+    **dict.fromkeys((f"stage {k} output" for k in (1, 2, 3)),
+                    "the images each stage of the multi-patch network restores, supervised by Eq. 1 (Fig. 2)"),
+    "trust ratios": "r_s, the trainable weights of the stage losses in Eq. 1 (Sec. 3.6)",
+}
 
 
 @register(
@@ -457,6 +464,7 @@ MAPS = ("query map 1", "stage 1 output", "stage 2 output", "stage 3 output", "tr
         params=20_309_626,
         paper_params=20_309_000,
         maps=MAPS,
+        map_notes=MAP_NOTES,
         pad_multiple=(8, 16),
         checkpoint="fcn.safetensors",
         config={

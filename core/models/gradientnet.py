@@ -313,6 +313,14 @@ class PatchGAN(nn.Module):
         paper_params=None,
         maps=("Sobel of input",)
         + tuple(f"RGCL {direction} {k}" for k in range(1, MBRB_COUNT + 1) for direction in ("horizontal", "vertical")),
+        map_notes={  # "RGCL horizontal 1-10" and "RGCL vertical 1-10" share their stems' caption
+            "Sobel of input": "the Sobel gradient magnitude of the blurry input, the paper's baseline edge detector "
+                              "(Fig. 4(b))",
+            **dict.fromkeys(("RGCL horizontal", "RGCL vertical"),
+                            "the responses of the 1x3 and 3x1 gradient convolutions k_1x3 * U and k_3x1 * U of the "
+                            "recurrent gradient convolutional layer (Eq. 7, Fig. 3) in MBRB k, k = 1..10, at 1/4 "
+                            "resolution: the learned counterpart of Fig. 4(c)-(e)"),
+        },
         pad_multiple=4,
         checkpoint="gradientnet.safetensors",
         config={"encoder_channels": 32, "channels": 64, "blocks": MBRB_COUNT, "recurrence": 3},

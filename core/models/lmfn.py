@@ -243,6 +243,12 @@ class LMFN(DeblurModel):
         params=1_223_766,
         paper_params=1_250_000,
         maps=("ALFM attention", "ACFM attention"),
+        map_notes={
+            "ALFM attention": "the NC x NC channel-to-channel attention softmax(F F^T) across the four RFDB outputs "
+                              "(4 x 50 channels) of the attention layer fusion module (Eq. 1-2, Fig. 2)",
+            "ACFM attention": "the sigmoid gate W of the pseudo-3-D attention channel fusion module on the last "
+                              "RFDB (Eq. 3, Fig. 3), channel mean",
+        },
         pad_multiple=16,
         config={"encoder_channels": 64, "channels": 50, "num_rfdb": 4, "residual": False},
     )

@@ -144,6 +144,12 @@ class Reblur(DeblurModel):
 
 
 MAPS = ("reblurred", "residual blur")
+MAP_NOTES = {
+    "reblurred": "M_R(L), the reblurring module applied to the deblurred output L (Sec. 3, Fig. 2)",
+    "residual blur": "|M_R(L) - L|, where M_R still finds blur to amplify: clean images are hard to reblur, so a "
+                     "sharp output leaves it near zero. The remaining-blur kernel at a point you pick (Compare tab) "
+                     "is the paper's Fig. 1; the Adapt tab runs its test-time adaptation (Algorithm 1)",
+}
 
 
 @register(
@@ -157,6 +163,7 @@ MAPS = ("reblurred", "residual blur")
         params=6_126_086,
         paper_params=None,
         maps=MAPS,
+        map_notes=MAP_NOTES,
         pad_multiple=4,
         checkpoint="reblur-n1.safetensors",
         config={"reblur_resblocks": 1},
@@ -177,6 +184,7 @@ def reblur_n1(**config) -> Reblur:
         params=6_331_014,
         paper_params=None,
         maps=MAPS,
+        map_notes=MAP_NOTES,
         pad_multiple=4,
         checkpoint="reblur-n2.safetensors",
         config={"reblur_resblocks": 2},

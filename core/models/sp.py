@@ -291,6 +291,16 @@ MAPS = (
         params=3_384_419,
         paper_params=None,
         maps=MAPS,
+        map_notes={  # a numbered family ("prior 1-3") shares its stem's caption
+            "prior": "the learned semantic priors f_pri^i at strides 1, 2, 4 (channel means, colour-mapped as the "
+                     "paper shows them in Fig. 6-7)",
+            "CLC attention": "f_att^i of the Cross-Level Connection that pulls the deeper prior into the shallower "
+                             "one (Eq. 3, Fig. 2a)",
+            "MLA prior": "the aggregated priors M^i (Eq. 5, Fig. 2b)",
+            **dict.fromkeys(("SAT scale", "SAT shift"),
+                            "mu and sigma with which the Semantic Attention Transformation modulates each decoder "
+                            "skip, mu (f_de + f_en) + sigma (Eq. 6, Fig. 2c)"),
+        },
         pad_multiple=UNetSP.pad_multiple,
         config={"channels": (32, 64, 128), "prior_channels": (32, 64, 128), "num_blocks": 2, "student_blocks": 1},
     )
