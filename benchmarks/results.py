@@ -6,7 +6,9 @@ the scores into each model card (``checkpoints/<model>.json``) and the results t
 
 Three sets: the gopro_dev pairs at full size, the same pairs shrunk to the app's default 320 px processing size
 (``evaluate --size 320``: both images resized as the app resizes them), and the Köhler photos (NIQE only).
-The raw per-image results stay in ``benchmarks/results/<set>/evaluation.{csv,json}``; ``--skip-eval``
+Every model runs each image whole (``--tile 0``), as the papers evaluate: MAXIM's grid branches cut
+the whole input into a fixed grid, so its tiles would not compute what the whole image does. The raw per-image
+results stay in ``benchmarks/results/<set>/evaluation.{csv,json}``; ``--skip-eval``
 rebuilds the cards and the table from them without running the models again.
 """
 
@@ -38,7 +40,7 @@ def run_evaluations(data: Path, models: str, sets: list[str]) -> None:
         output = RESULTS / key if whole else RESULTS / key / "partial"
         command = [sys.executable, "-m", "core", "evaluate", "--model", "all" if whole else models,
                    "--data", str(data / folder),
-                   "--output", str(output), *(["--size", str(size)] if size else [])]
+                   "--output", str(output), "--tile", "0", *(["--size", str(size)] if size else [])]
         print("+", " ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
         if not whole:
@@ -70,19 +72,19 @@ def summaries() -> dict[str, dict[str, dict]]:
 
 def update_cards(scores: dict[str, dict[str, dict]]) -> None:
     gopro, kohler, preview = scores["gopro_dev"], scores["kohler"], scores["gopro_dev_320"]
-    for name in list_models():
+    for name in list_models(include_reference=True):
         card = shipped_card(name)
         if card is None or name not in gopro:
             continue
-        card["scores"] = {
+        card["scores"] = {**card.get("scores", {}),  # what other commands measured (MAXIM's conversion) stays
             "gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
                           "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
                           "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]},
             **({f"gopro_dev_at_{PREVIEW}px": {"psnr": preview[name]["psnr"], "ssim": preview[name]["ssim"],
                                               "input_psnr": preview["input"]["psnr"],
                                               "input_ssim": preview["input"]["ssim"]}} if name in preview else {}),
-            "kohler": {"niqe": kohler[name]["niqe"], "input_niqe": kohler["input"]["niqe"],
-                       "images": kohler[name]["images"]},
+            **({"kohler": {"niqe": kohler[name]["niqe"], "input_niqe": kohler["input"]["niqe"],
+                           "images": kohler[name]["images"]}} if name in kohler else {}),
             "command": "python benchmarks/results.py",
         }
         checkpoint_path(name).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
@@ -107,7 +109,7 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
         f"{number(preview.get('input', empty)['psnr'], 2)} | - | {number(preview.get('input', empty)['ssim'], 4)} | "
         f"{number(kohler['input']['niqe'], 2)} | - |",
     ]
-    for name in list_models():
+    for name in list_models(include_reference=True):  # the five papers' variants, then the reference (MAXIM)
         if name not in gopro:
             continue
         card = shipped_card(name)
@@ -117,7 +119,7 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
             f"| {name} | {weights} | {number(gopro[name]['psnr'], 2)} | {signed(gopro[name]['psnr'], gopro['input']['psnr'])} | "
             f"{number(gopro[name]['ssim'], 4)} | {number(small['psnr'], 2)} | "
             f"{signed(small['psnr'], preview.get('input', empty)['psnr'])} | {number(small['ssim'], 4)} | "
-            f"{number(kohler[name]['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
+            f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
         )
     images = gopro["input"]["images"], kohler["input"]["images"]
     lines.append("")

@@ -30,7 +30,6 @@ class ModelCard:
     summary: str
     params: int  # measured parameter count of the deployed network (tests hold the code to it)
     maps: tuple[str, ...]  # names returned by model(x, return_maps=True), in order
-    pad_multiple: int | tuple[int, int] = 1
     input_range: tuple[float, float] = (0.0, 1.0)
     paper_params: int | None = None  # the count the paper (or its public release) reports, if any
     checkpoint: str | None = None  # file name inside checkpoints/; defaults to "<name>.safetensors"

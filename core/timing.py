@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from core.complexity import count_macs
 from core.inference import set_cpu_threads
-from core.registry import get_card, shipped_architecture
+from core.registry import shipped_architecture
+from core.tile_policy import pad_hw
 
 QUICK_SECONDS = 10.0  # "a few seconds": a run this short is worth starting without being asked
 FIRST_GUESS_OVERHEAD = 4.0  # seconds per MAC of a whole network against a lone convolution's, before it has run
@@ -65,8 +66,7 @@ def device_rate(device: str = "cpu") -> float:
 
 
 def padded_pixels(name: str, height: int, width: int) -> int:
-    multiple = get_card(name).pad_multiple
-    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    mh, mw = pad_hw(name)
     return -(-height // mh) * mh * (-(-width // mw) * mw)
 
 

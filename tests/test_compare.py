@@ -152,7 +152,7 @@ def sixth(tmp_path):
         "parameters": parameter_count(network), "steps": 12, "hardware": "1 x GPU"}))
     card = ModelCard(name=SIXTH, paper="A Toy Paper: Residuals for Tests", authors="A. Tester", year=2026,
                      venue="Tests", summary="One convolution's residual.", params=parameter_count(network),
-                     maps=("toy residual",), pad_multiple=Toy.pad_multiple, checkpoint=str(checkpoint),
+                     maps=("toy residual",), checkpoint=str(checkpoint),
                      map_notes={"toy residual": "the channel mean of the residual (Fig. 1)"})
     register(card)(lambda **config: Toy(**config))
     try:

@@ -197,6 +197,6 @@ def test_trust_ratios_are_a_positive_normalised_weighting_that_learns_from_eq1()
 
 def test_card_declares_the_paper_configuration():
     card = get_card("fcn")
-    assert card.pad_multiple == FCN.pad_multiple == (8, 16)
+    assert FCN.pad_multiple == (8, 16)
     assert card.config["channels"] == 96 and card.config["query_channels"] == 48
     assert card.maps[0] == "query map 1" and card.maps[-1] == "trust ratios"

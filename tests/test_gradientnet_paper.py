@@ -63,7 +63,7 @@ def test_registered_generator_follows_section_3_1_2():
     assert all(isinstance(block, MBRB) for block in gradient_net.mbru.blocks)
     assert isinstance(gradient_net.mbru.attention, ChannelAttention)
     assert isinstance(model.output[-1], nn.Tanh)
-    assert model.pad_multiple == CARD.pad_multiple == 4
+    assert model.pad_multiple == 4
 
 
 def test_every_rgcl_has_a_1x3_and_a_3x1_convolution():

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from maxim_graph import GraphModel, fixed_input
+from core.models.maxim import MAXIM
 from core.registry import checkpoint_path, create_model, file_sha256, get_card, list_models, shipped_card
 
 NAME = "maxim-3s-gopro"
@@ -55,7 +56,7 @@ def shipped():
 def test_card_marks_a_reference_model():
     card = get_card(NAME)
     assert card.reference and not any(get_card(name).reference for name in ("fcn", "lmfn", "sp-unet"))
-    assert card.pad_multiple == 64 and card.params == 22_207_605
+    assert MAXIM.pad_multiple == 64 and card.params == 22_207_605
     assert card.maps[0] == "stage 1 output" and card.maps[-1] == "stage 3 output"
 
 

@@ -36,11 +36,6 @@ def test_parameter_count_matches_card_and_paper(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_card_declares_the_padding_the_model_uses(name):
-    assert get_card(name).pad_multiple == create_model(name).pad_multiple
-
-
-@pytest.mark.parametrize("name", MODELS)
 def test_odd_sizes_keep_shape_finite_in_range_and_batch_independent(name):
     model = create_model(name)
     x = batch(2, 67, 93)

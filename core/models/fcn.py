@@ -465,7 +465,6 @@ MAP_NOTES = {
         paper_params=20_309_000,
         maps=MAPS,
         map_notes=MAP_NOTES,
-        pad_multiple=(8, 16),
         checkpoint="fcn.safetensors",
         config={
             "channels": 96,

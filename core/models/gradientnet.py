@@ -321,7 +321,6 @@ class PatchGAN(nn.Module):
                             "recurrent gradient convolutional layer (Eq. 7, Fig. 3) in MBRB k, k = 1..10, at 1/4 "
                             "resolution: the learned counterpart of Fig. 4(c)-(e)"),
         },
-        pad_multiple=4,
         checkpoint="gradientnet.safetensors",
         config={"encoder_channels": 32, "channels": 64, "blocks": MBRB_COUNT, "recurrence": 3},
     )

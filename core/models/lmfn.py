@@ -249,7 +249,6 @@ class LMFN(DeblurModel):
             "ACFM attention": "the sigmoid gate W of the pseudo-3-D attention channel fusion module on the last "
                               "RFDB (Eq. 3, Fig. 3), channel mean",
         },
-        pad_multiple=16,
         config={"encoder_channels": 64, "channels": 50, "num_rfdb": 4, "residual": False},
     )
 )

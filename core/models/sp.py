@@ -301,7 +301,6 @@ MAPS = (
                             "mu and sigma with which the Semantic Attention Transformation modulates each decoder "
                             "skip, mu (f_de + f_en) + sigma (Eq. 6, Fig. 2c)"),
         },
-        pad_multiple=UNetSP.pad_multiple,
         config={"channels": (32, 64, 128), "prior_channels": (32, 64, 128), "num_blocks": 2, "student_blocks": 1},
     )
 )
