@@ -58,7 +58,7 @@ from core.compare import (
 )
 from core.images import ImageError, read_image, write_png
 from core.inference import default_device, device_description
-from core.registry import get_card, list_models, shipped_weights
+from core.registry import get_card, list_models, shipped_card, shipped_weights
 from core.timing import expected_seconds, runs_quickly
 from core.tta import PAPER_LR, Adaptation
 
@@ -151,6 +151,29 @@ def slow_models_note(size: str, device: str | None = "cpu") -> str:
 def default_context(reference) -> list[str]:
     """The blurry input always; the baseline only with a reference (its kernel is estimated from it)."""
     return [INPUT, BASELINE] if reference else [INPUT]
+
+
+def reach_line() -> str:
+    """What the shipped weights reach, from their cards' scores (``python benchmarks/results.py``): PSNR over the
+    blurry input on the gopro_dev frames at full size and at the preview size. "" when no card has scores."""
+    parts, frames = [], None
+    for name in app_models():
+        scores = (shipped_card(name) or {}).get("scores") or {}
+        full, small = scores.get("gopro_dev"), scores.get(f"gopro_dev_at_{PREVIEW_SIZE}px")
+        if not full:
+            continue
+        frames = full.get("images", frames)
+        gains = f"{full['psnr'] - full['input_psnr']:+.2f}"
+        if small:
+            gains += f" / {small['psnr'] - small['input_psnr']:+.2f}"
+        parts.append(f"{get_card(name).title or name} {gains}")
+    if not parts:
+        return ""
+    references = [get_card(name).title or name for name in app_models() if get_card(name).reference]
+    return (f"**What the shipped weights reach**: dB of PSNR over the blurry input on {frames} GoPro frames held "
+            f"out from training, at full size / at the {PREVIEW_SIZE} px preview: " + ", ".join(parts) + ". The "
+            "papers' networks were trained on this project's 2 CPUs (each card says how long)"
+            + (f"; {' and '.join(references)} runs its authors' weights." if references else "."))
 
 
 def model_lines() -> str:
@@ -392,20 +415,24 @@ def new_run_dir() -> Path:
     for old in RUNS_DIR.iterdir():
         if old.is_dir() and old != IMAGES_DIR and time.time() - old.stat().st_mtime > RUNS_KEPT_S:
             shutil.rmtree(old, ignore_errors=True)
-    for old in IMAGES_DIR.glob("*.png"):
+    for old in IMAGES_DIR.rglob("*.png"):
         if time.time() - old.stat().st_mtime > RUNS_KEPT_S:
             old.unlink(missing_ok=True)
+            if old.parent != IMAGES_DIR and not any(old.parent.iterdir()):
+                old.parent.rmdir()
     return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
 
 
 # Pictures handed to Gradio
 
 
-def png_file(image: np.ndarray) -> str:
-    """The picture as a PNG file named by its content, written whole (``write_png``) before its name is handed on."""
+def png_file(image: np.ndarray, name: str | None = None) -> str:
+    """The picture as a PNG file named by its content, written whole (``write_png``) before its name is handed on.
+    With ``name``, the file is ``<name>.png`` in a folder named by the content: a picture that becomes an input
+    (a made-blurry photo) keeps a name a person can read in the table, the captions and the ZIP."""
     image = np.ascontiguousarray(image)
     digest = hashlib.sha256(f"{image.shape} {image.dtype} ".encode() + image.tobytes()).hexdigest()
-    path = IMAGES_DIR / f"{digest}.png"
+    path = IMAGES_DIR / digest / f"{name}.png" if name else IMAGES_DIR / f"{digest}.png"
     try:
         os.utime(path)  # shown again: kept from the sweep of old pictures (``new_run_dir``) for another day
     except FileNotFoundError:
@@ -481,7 +508,9 @@ def make_blurry(sharp, length: float = 15, seed: float = 0):
     kernel = trajectory_kernel(KERNEL_SIZE, length=float(length), seed=int(seed))
     blurry = blur_image(image, kernel)
     gr.Info("The blurry photo and its sharp reference are now the inputs: press Compare.")
-    return visualize.as_uint8(blurry), visualize.as_uint8(image), visualize.kernel_image(kernel)
+    stem = Path(sharp).stem
+    return (png_file(visualize.as_uint8(blurry), f"{stem}-blurred-{int(length)}px-seed{int(seed)}"),
+            png_file(visualize.as_uint8(image), stem), visualize.kernel_image(kernel))
 
 
 def context_for(reference, context):
@@ -725,6 +754,8 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     untrained = [name for name in names if not shipped_weights(name).trained]
     with gr.Blocks(title="Deblurring workbench", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(INTRO)
+        if reach_line():
+            gr.Markdown(reach_line(), elem_id="reach")
         if untrained:
             gr.Markdown(f"⚠️ No trained weights are shipped yet for: {', '.join(untrained)}. Those run on their "
                         "**untrained (random weights)** initialisation and their outputs show only that.")

@@ -49,7 +49,7 @@ def main() -> None:
         for name in names:
             guess = timing.first_guess(name, height, width)
             measured = min(restore(image, name).seconds for _ in range(2))
-            macs = timing.macs_per_pixel(name) * timing.padded_pixels(name, height, width) / 1e9
+            macs = timing.macs(name, height, width) / 1e9
             print(f"| {name} | {width}x{height} | {macs:.1f} | {guess:.2f} | {measured:.2f} | {measured / guess:.2f} |",
                   flush=True)
 

@@ -68,11 +68,6 @@ def _traced(name: str) -> tuple[float, tuple[int, int]]:
     return tracker.peak / (side * side), tuple(model.pad_hw)
 
 
-def pad_hw(name: str) -> tuple[int, int]:
-    """(height, width) multiples the network ``load_model`` runs pads its input to (``DeblurModel.pad_hw``)."""
-    return _traced(name)[1]
-
-
 def bytes_per_pixel(name: str) -> float:
     """Peak activation memory of one inference forward per input pixel, measured on the meta device at 256x256.
 

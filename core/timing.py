@@ -1,7 +1,8 @@
 """How long a model will take on this machine, before it runs: its multiply-accumulates against the device's speed.
 
-- ``macs_per_pixel(name)``: multiply-accumulates of one forward of the network ``load_model`` runs, per input
-  pixel, counted once on the meta device (``core.complexity``: no memory, no arithmetic).
+- ``macs(name, height, width)``: multiply-accumulates of one forward of the network ``load_model`` runs on an
+  image of that size (padded as the network pads it), counted once per size on the meta device
+  (``core.complexity``: no memory, no arithmetic).
 - ``device_rate(device)``: multiply-accumulates per second of a 3x3 convolution over 64 channels, timed once per
   process on the device (about a tenth of a second; no model runs).
 - ``observe(name, device, pixels, seconds)``: a real run's time. From then on that model's estimates on that device
@@ -29,7 +30,6 @@ import torch.nn.functional as F
 from core.complexity import count_macs
 from core.inference import set_cpu_threads
 from core.registry import shipped_architecture
-from core.tile_policy import pad_hw
 
 QUICK_SECONDS = 10.0  # "a few seconds": a run this short is worth starting without being asked
 FIRST_GUESS_OVERHEAD = 4.0  # seconds per MAC of a whole network against a lone convolution's, before it has run
@@ -38,9 +38,9 @@ _LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def macs_per_pixel(name: str) -> float:
-    side = 256
-    return count_macs(name, side, side, **shipped_architecture(name)) / (side * side)
+def macs(name: str, height: int, width: int) -> int:
+    """Multiply-accumulates of one forward on a ``height`` x ``width`` image (the network pads it as it runs)."""
+    return count_macs(name, height, width, **shipped_architecture(name))
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,13 +65,8 @@ def device_rate(device: str = "cpu") -> float:
     return macs / best
 
 
-def padded_pixels(name: str, height: int, width: int) -> int:
-    mh, mw = pad_hw(name)
-    return -(-height // mh) * mh * (-(-width // mw) * mw)
-
-
 def first_guess(name: str, height: int, width: int, device: str = "cpu") -> float:
-    return macs_per_pixel(name) * padded_pixels(name, height, width) / device_rate(device) * FIRST_GUESS_OVERHEAD
+    return macs(name, height, width) / device_rate(device) * FIRST_GUESS_OVERHEAD
 
 
 def expected_seconds(name: str, height: int, width: int, device: str = "cpu") -> float:

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 import app
 import core.inference
 import core.metrics
+import core.timing
 import core.registry
 import core.tile_policy
 from core import compare as engine
@@ -52,17 +54,33 @@ def changed(update, name):
 
 
 def test_demo_builds_without_launching_running_a_model_or_trying_lpips(monkeypatch):
+    import torch
+
+    import core.complexity
+
     def forbidden(*args, **kwargs):
         raise AssertionError("build_demo() must not build or run a model, nor try to load LPIPS")
 
+    built_on = []
+    create_model = core.registry.create_model
+
+    def only_on_meta(*args, **kwargs):  # counting multiply-accumulates builds a network with no memory, runs nothing
+        built_on.append(torch.empty(0).device.type)
+        if built_on[-1] != "meta" or kwargs.get("pretrained"):
+            forbidden()
+        return create_model(*args, **kwargs)
+
     for module, name in ((core.inference, "load_model"), (core.inference, "restore"), (engine, "load_model"),
-                         (engine, "restore"), (core.registry, "create_model"), (core.inference, "create_model"),
-                         (core.tile_policy, "create_model")):
+                         (engine, "restore")):
         monkeypatch.setattr(module, name, forbidden)
+    for module in (core.registry, core.inference, core.tile_policy, core.complexity):
+        monkeypatch.setattr(module, "create_model", only_on_meta)
     monkeypatch.setattr(core.metrics, "_LPIPS", core.metrics._LoadOnce(forbidden))
+    core.timing.macs.cache_clear()
     demo = app.build_demo()
     assert isinstance(demo, gr.Blocks)
     assert not demo.is_running
+    assert set(built_on) <= {"meta"}
 
 
 def test_every_image_the_page_shows_is_lossless_png():
@@ -211,7 +229,11 @@ def test_picking_a_point_moves_the_zoom_and_the_kernels_there(pair):
 
 def test_make_blurry_blurs_a_sharp_photo_into_the_inputs_and_shows_its_kernel(pair):
     _, reference = pair
-    blurry, sharp, kernel = app.make_blurry(reference, 12, 3)
+    blurry_file, sharp_file, kernel = app.make_blurry(reference, 12, 3)
+    # files a person can read the names of, in the table, the captions and the ZIP (not a content hash)
+    assert Path(blurry_file).name == f"{Path(reference).stem}-blurred-12px-seed3.png"
+    assert Path(sharp_file).name == Path(reference).name
+    blurry, sharp = np.asarray(Image.open(blurry_file)), np.asarray(Image.open(sharp_file))
     assert blurry.shape == sharp.shape == (64, 96, 3) and blurry.dtype == np.uint8
     assert (sharp == np.asarray(Image.open(reference))).all()
     assert np.abs(blurry.astype(int) - sharp).mean() > 5
@@ -324,3 +346,14 @@ def test_the_reference_model_says_it_is_not_a_paper_and_is_ticked_only_where_it_
     assert app.default_models("full") == papers
     assert app.slow_models_note("full") == "Slow at this size here: maxim-3s-gopro about 95 s."
     assert app.default_models("full", device=None)[-1] == "maxim-3s-gopro"  # a GPU: every model is quick
+
+
+def test_the_banner_states_what_the_shipped_weights_reach_from_their_cards(tmp_path, monkeypatch):
+    line = app.reach_line()
+    for name in core.registry.list_models(include_reference=True):
+        scores = (core.registry.shipped_card(name) or {}).get("scores", {})
+        if "gopro_dev" in scores:
+            gain = scores["gopro_dev"]["psnr"] - scores["gopro_dev"]["input_psnr"]
+            assert f"{core.registry.get_card(name).title or name} {gain:+.2f}" in line
+    monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)  # nothing shipped: no banner
+    assert app.reach_line() == ""

@@ -14,8 +14,8 @@ def test_an_estimate_grows_with_the_padded_pixels_and_the_macs():
     small = timing.expected_seconds("reblur-n1", 180, 320)
     assert small > 0
     assert timing.expected_seconds("reblur-n1", 360, 640) == pytest.approx(4 * small, rel=0.05)
-    assert timing.padded_pixels("maxim-3s-gopro", 180, 320) == 192 * 320  # MAXIM pads its sides to 64
-    assert timing.macs_per_pixel("maxim-3s-gopro") > 10 * timing.macs_per_pixel("reblur-n1")
+    assert timing.macs("maxim-3s-gopro", 180, 320) == timing.macs("maxim-3s-gopro", 192, 320)  # padded to 64
+    assert timing.macs("maxim-3s-gopro", 180, 320) > 10 * timing.macs("reblur-n1", 180, 320)
 
 
 def test_a_real_run_replaces_the_first_guess_for_that_model_on_that_device():
