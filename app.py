@@ -728,7 +728,13 @@ def example_rows() -> tuple[list[list], list[str]]:
 
 ADAPT_NOTE = """Reblur's self-supervised test-time adaptation (Algorithm 1): a copy of M_D is fine-tuned on this
 one photo so that M_R finds its output hard to reblur, then histogram-matched to the first output. It uses the photo,
-reference and processing size of the Compare tab."""
+reference and processing size of the Compare tab.
+
+The **Eq. 7 loss** is how much M_R still changes the current output (mean |M_R(L) - L|, per pixel and channel): each
+step lowers it for the output it was computed on, but the step also changes the output, so the next step's loss
+can be higher. At the paper's learning rate (3e-6) a few steps change a trained model's output by little; each curve
+is drawn on a scale of at least 2% of its value, so that changes too small to matter look as flat as they are, and
+its title gives the change from the first step to the last."""
 
 INTRO = """# Deblurring workbench
 Five published deblurring networks on the same photo, side by side, with each paper's own internals made visible.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def run_evaluations(data: Path, models: str, sets: list[str]) -> None:
     for key in sets:
         folder, size = SETS[key]
         whole = models == "all" or not (RESULTS / key / "evaluation.json").is_file()  # a new set: every model
-        output = RESULTS / key if whole else RESULTS / key / "partial"
+        output = RESULTS / key if whole else RESULTS / key / f"partial-{os.getpid()}"  # two runs at once keep apart
         command = [sys.executable, "-m", "core", "evaluate", "--model", "all" if whole else models,
                    "--data", str(data / folder),
                    "--output", str(output), "--tile", "0", *(["--size", str(size)] if size else [])]

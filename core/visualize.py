@@ -245,6 +245,18 @@ def _figure_to_rgb(figure, canvas_class) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+MIN_RELATIVE_SPAN = 0.02  # a per-step curve's y axis spans at least this share of its value: tiny changes look tiny
+
+
+def value_range(values: np.ndarray) -> tuple[float, float] | None:
+    """A curve's y limits: its values with a margin, spanning at least ``MIN_RELATIVE_SPAN`` of their size
+    (None for values that are all zero)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    centre = (low + high) / 2
+    span = max(high - low, MIN_RELATIVE_SPAN * abs(centre))
+    return (centre - 0.6 * span, centre + 0.6 * span) if span > 0 else None
+
+
 def curves(
     steps: Sequence[int],
     series: dict[str, Sequence[float]],
@@ -253,6 +265,9 @@ def curves(
     title: str = "",
 ) -> np.ndarray:
     """Small multiples of per-step curves, one panel per series (NaN points are left out), as an image.
+
+    Each panel's y axis spans at least ``MIN_RELATIVE_SPAN`` of its values' size (no autoscale that stretches a
+    change of 1e-6 over the whole panel), and its title gives the change from the first point to the last.
 
     ``tradeoff=(x name, y name)`` adds a panel with one point per step in the plane of those two series,
     joined in step order and numbered (a perception-distortion plot).
@@ -274,7 +289,11 @@ def curves(
         y = np.asarray(series[name], dtype=float)
         keep = np.isfinite(y)
         axes.plot(x[keep], y[keep], marker="o", markersize=3, color="#4c72b0")
-        axes.set_title(name, fontsize=9)
+        limits = value_range(y[keep])
+        if limits is not None:
+            axes.set_ylim(*limits)
+        change = y[keep][-1] - y[keep][0]
+        axes.set_title(f"{name} (change {change:+.3g})" if keep.sum() > 1 else name, fontsize=9)
         axes.set_xlabel("step", fontsize=8)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.ticklabel_format(useOffset=False)

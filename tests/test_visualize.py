@@ -114,6 +114,14 @@ def test_curves_draws_one_panel_per_series_with_values_and_skips_nan():
     assert both.shape[1] > one.shape[1]  # the empty LPIPS series draws no panel, the trade-off one more
 
 
+def test_a_curve_of_tiny_changes_is_drawn_on_an_honest_scale():
+    low, high = visualize.value_range(np.array([1.2e-4, 1.2e-4 + 1e-9, 1.2e-4 + 2e-9]))
+    assert high - low >= visualize.MIN_RELATIVE_SPAN * 1.2e-4  # a change of 2e-9 stays a flat line
+    low, high = visualize.value_range(np.array([20.0, 25.0]))
+    assert low < 20 and high > 25 and high - low < 7  # a real change fills the panel
+    assert visualize.value_range(np.zeros(3)) is None
+
+
 def test_labelled_grid_lays_out_rows_and_refuses_mixed_sizes():
     tiles = [np.full((10, 12, 3), value, np.uint8) for value in (0, 100, 200)]
     grid = visualize.labelled_grid(tiles, ["a", "b", "c"], columns=2)
