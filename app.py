@@ -817,7 +817,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                         status = gr.Markdown("Results appear here, each model as soon as it finishes.", label="Status",
                                              elem_id="status")
                         photo = gr.Dropdown(label="Photo shown", choices=[], visible=False, interactive=True)
-                        gallery = gr.Gallery(label="Side by side", format="png", columns=5, height=420,
+                        gallery = gr.Gallery(label="Side by side", format="png", columns=5, height="auto",
                                              object_fit="contain", elem_id="gallery")
                         with gr.Row():
                             left = gr.Dropdown(label="Slider: left", choices=[], interactive=True)
@@ -828,15 +828,15 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                                 picker = gr.Image(label="Click a point", format="png", interactive=False,
                                                   elem_id="picker")
                                 crop = gr.Slider(32, 256, value=96, step=8, label="Crop side (px)")
-                            zoom = gr.Gallery(label="The same crop everywhere", format="png", columns=4, height=360,
+                            zoom = gr.Gallery(label="The same crop everywhere", format="png", columns=4, height="auto",
                                               object_fit="contain", elem_id="zoom", scale=3)
                         gr.Markdown("**Remaining blur at the point**: the kernel that takes each output to M_R of "
                                     "it, as in Reblur's Fig. 1 (a single dot: no blur left to amplify).")
-                        kernels = gr.Gallery(label="Remaining blur", format="png", columns=8, height=200,
+                        kernels = gr.Gallery(label="Remaining blur", format="png", columns=6, height="auto",
                                              object_fit="contain", elem_id="kernels")
                         gr.Markdown("**Error maps** |output - reference|, on one scale for all (needs a sharp "
                                     "reference).")
-                        errors = gr.Gallery(label="Error maps", format="png", columns=4, height=360,
+                        errors = gr.Gallery(label="Error maps", format="png", columns=4, height="auto",
                                             object_fit="contain", elem_id="errors")
                         table = gr.Dataframe(headers=COLUMNS, label="Metrics", interactive=False, wrap=True,
                                              elem_id="metrics")

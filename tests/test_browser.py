@@ -64,6 +64,11 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     expect(page.locator("#slider img").first).to_be_visible()
     expect(page.locator("#metrics")).to_contain_text("reblur-n1")
     shot(page, "2-compared")
+    for panel in ("gallery", "zoom", "kernels", "errors"):  # every tile shown whole, none behind a scroll bar
+        hidden = page.locator(f"#{panel}").evaluate(
+            "el => [el, ...el.querySelectorAll('*')].filter(e => e.scrollHeight > e.clientHeight + 2"
+            " && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY)).length")
+        assert hidden == 0, panel
 
     page.get_by_role("tab", name="Inside the papers").click()
     page.get_by_role("tab", name="lmfn", exact=True).click()
