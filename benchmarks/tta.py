@@ -62,7 +62,7 @@ def main() -> None:
         base = float(np.mean(score[0])) if score.get(0) else None
         for step in wanted:
             gain = f"{np.mean(score[step]) - base:+.3f}" if base is not None else ""
-            print(f"| {name}{'' if trained else ' (untrained)'} | {step} | {np.mean(loss[step]):.5f} | "
+            print(f"| {name}{'' if trained else ' (untrained)'} | {step} | {np.mean(loss[step]):.4e} | "
                   f"{np.mean(score[step]):.3f} | {gain} |", flush=True)
 
 
