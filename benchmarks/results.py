@@ -75,12 +75,13 @@ def update_cards(scores: dict[str, dict[str, dict]]) -> None:
     gopro, kohler, preview = scores["gopro_dev"], scores["kohler"], scores["gopro_dev_320"]
     for name in list_models(include_reference=True):
         card = shipped_card(name)
-        if card is None or name not in gopro:
+        if card is None or (name not in gopro and name not in preview):
             continue
         card["scores"] = {**card.get("scores", {}),  # what other commands measured (MAXIM's conversion) stays
-            "gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
-                          "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
-                          "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]},
+            **({"gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
+                              "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
+                              "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]}}
+               if name in gopro else {}),
             **({f"gopro_dev_at_{PREVIEW}px": {"psnr": preview[name]["psnr"], "ssim": preview[name]["ssim"],
                                               "input_psnr": preview["input"]["psnr"],
                                               "input_ssim": preview["input"]["ssim"]}} if name in preview else {}),
@@ -111,16 +112,16 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
         f"{number(kohler['input']['niqe'], 2)} | - |",
     ]
     for name in list_models(include_reference=True):  # the five papers' variants, then the reference (MAXIM)
-        if name not in gopro:
+        if name not in gopro and name not in preview:
             continue
         card = shipped_card(name)
         weights = card["headline"] if card else "untrained (random weights)"
-        small = preview.get(name, empty)
+        small, full = preview.get(name, empty), gopro.get(name, {**empty, "seconds": None})
         lines.append(
-            f"| {name} | {weights} | {number(gopro[name]['psnr'], 2)} | {signed(gopro[name]['psnr'], gopro['input']['psnr'])} | "
-            f"{number(gopro[name]['ssim'], 4)} | {number(small['psnr'], 2)} | "
+            f"| {name} | {weights} | {number(full['psnr'], 2)} | {signed(full['psnr'], gopro['input']['psnr'])} | "
+            f"{number(full['ssim'], 4)} | {number(small['psnr'], 2)} | "
             f"{signed(small['psnr'], preview.get('input', empty)['psnr'])} | {number(small['ssim'], 4)} | "
-            f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(gopro[name]['seconds'], 2)} |"
+            f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(full['seconds'], 2)} |"
         )
     images = gopro["input"]["images"], kohler["input"]["images"]
     lines.append("")
