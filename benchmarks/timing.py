@@ -38,6 +38,7 @@ def main() -> None:
     print(f"convolution speed: {timing.device_rate() / 1e9:.1f} GMAC/s on {available_threads()} threads "
           "(every thread this process may use, as the app); "
           f"first guess = MACs / speed x {timing.FIRST_GUESS_OVERHEAD}")
+    print()
     print("| model | size | GMACs | first guess (s) | measured (s) | measured / guess |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
