@@ -12,7 +12,8 @@ Named endpoints (``gradio_client``): ``/compare`` (streams: a row and an output 
 private to the page.
 
 Images travel as lossless PNG both ways. Nothing is downloaded and no model runs at start-up: weights load on the
-first run that needs them. On Hugging Face ZeroGPU hardware the model runs are wrapped in ``spaces.GPU``; where the
+first run that needs them. Building the page counts each model's multiply-accumulates on the meta device and times
+one convolution (``core.timing``), for the default ticks and the "slow at this size" note. On Hugging Face ZeroGPU hardware the model runs are wrapped in ``spaces.GPU``; where the
 ``spaces`` package is absent they run as they are.
 """
 
@@ -760,8 +761,9 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     untrained = [name for name in names if not shipped_weights(name).trained]
     with gr.Blocks(title="Deblurring workbench", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(INTRO)
-        if reach_line():
-            gr.Markdown(reach_line(), elem_id="reach")
+        reach = reach_line()
+        if reach:
+            gr.Markdown(reach, elem_id="reach")
         if untrained:
             gr.Markdown(f"⚠️ No trained weights are shipped yet for: {', '.join(untrained)}. Those run on their "
                         "**untrained (random weights)** initialisation and their outputs show only that.")

@@ -29,10 +29,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import torch
 
     from core.inference import load_model, set_cpu_threads
-    from core.metrics import psnr
+    from core.metrics import psnr, reblur_score
     from core.tta import Adaptation, adapt_steps
     from train.data import ValidationPairs
 
@@ -54,10 +53,8 @@ def main() -> None:
                     if isinstance(event, Adaptation):
                         break
                     if event.step in loss:
-                        with torch.no_grad():
-                            reblurred = model.reblur(event.image)
-                        loss[event.step].append(float((reblurred - event.image).abs().mean()))
                         image = event.image[0].permute(1, 2, 0).clamp(0, 1).numpy()
+                        loss[event.step].append(reblur_score(image, model))  # Eq. 7's mean |M_R(L) - L|
                         score[event.step].append(psnr(image, sharp))
         base = float(np.mean(score[0])) if score.get(0) else None
         for step in wanted:

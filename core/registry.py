@@ -38,8 +38,8 @@ class ModelCard:
     # what each map shows, in the paper's terms and with the figure it mirrors: {map name or a numbered family's
     # stem ("prior" for "prior 1-3"): caption} (``core.captions``)
     map_notes: Mapping[str, str] = field(default_factory=dict)
-    # a reference model beside the papers (MAXIM with its authors' weights): registered and loadable by name, but
-    # left out of list_models() (the app, the command line's "all", the registry-wide tests) until it is wired in
+    # a reference model beside the papers (MAXIM with its authors' weights): in the app, the CLI's "all" and the
+    # results table (list_models(include_reference=True)), left out of list_models() (the papers' tests)
     reference: bool = False
     title: str = ""  # the variant's own name as its paper writes it ("MAXIM-3S"); the app's labels use it
 

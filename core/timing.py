@@ -5,7 +5,7 @@
   (``core.complexity``: no memory, no arithmetic).
 - ``device_rate(device)``: multiply-accumulates per second of a 3x3 convolution over 64 channels, timed once per
   process on the device (about a tenth of a second; no model runs).
-- ``observe(name, device, pixels, seconds)``: a real run's time. From then on that model's estimates on that device
+- ``observe(name, device, height, width, seconds)``: a real run's time (``core.compare.run_method`` reports each). From then on that model's estimates on that device
   are scaled by what it really took, so an estimate is a first guess only until the model has run once.
 - ``expected_seconds(name, height, width, device)``: the estimate; ``runs_quickly`` compares it with
   ``QUICK_SECONDS``, the app's rule for ticking a slow reference model by default.

@@ -180,3 +180,14 @@ def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_pat
     with pytest.raises(ValueError, match="val_preview"):
         train(model_name="lmfn", data=[str(photos)], out=tmp_path / "other", context=CPU, max_steps=1,
               progress=False, val=tmp_path / "val", config=merge(config, {"train": {"val_preview": None}}))
+
+
+def test_the_selection_rule_prefers_a_step_that_gains_at_both_sizes():
+    from train.trainer import selection_score
+
+    crops_only = {"psnr": 29.9, "psnr_preview": 28.9}  # better crops, below the input at the preview size
+    both = {"psnr": 29.8, "psnr_preview": 29.3}
+    assert selection_score(crops_only, {"best": "psnr"}) > selection_score(both, {"best": "psnr"})
+    assert selection_score(both, {"best": "psnr+preview"}) > selection_score(crops_only, {"best": "psnr+preview"})
+    with pytest.raises(ValueError, match="best must be"):
+        selection_score(both, {"best": "ssim"})
