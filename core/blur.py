@@ -12,12 +12,17 @@
 - ``gopro_blur``: Nah, Kim and Lee, "Deep Multi-scale Convolutional Neural Network for Dynamic Scene
   Deblurring" (CVPR 2017): consecutive high-frame-rate frames are averaged in linearised intensity
   (each raised to the power gamma), and the average is raised back to 1/gamma.
+- ``moving_camera_blur``: GoPro's synthesis applied to a still photo: the frames a camera would have recorded
+  while it moved (``CameraMotion``: a shift along a curved path, a roll about a point and a zoom) are
+  rendered from the photo and averaged as ``gopro_blur`` averages real frames. This project's own; unlike a
+  kernel, the blur varies across the image (roll and zoom) and is averaged in linear intensity, as real blur is.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -190,3 +195,77 @@ def gopro_blur(frames: Sequence[np.ndarray], gamma: float = 2.2) -> tuple[np.nda
     sharp = np.asarray(frames[len(frames) // 2])
     sharp = sharp / np.float32(255) if sharp.dtype == np.uint8 else sharp
     return blurry.astype(np.float32), np.asarray(sharp, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class CameraMotion:
+    """A camera's motion over one exposure, as where each pixel of a frame comes from in the mid-exposure one.
+
+    At time t in [-1/2, 1/2] (0: mid-exposure, the sharp frame) the pixel at q, in pixels from ``centre``,
+    shows what the sharp frame shows at ``centre + exp(zoom t) R(roll t) q + shift t + curve t^2``: ``shift``
+    (x, y) is the path's chord in pixels over the exposure, ``curve`` (x, y) bends it, ``roll`` is the rotation
+    over the exposure in radians and ``zoom`` the log of the scale change; ``centre`` (x, y) is where roll and
+    zoom pivot, in pixels of the image the motion is applied to (it may lie outside it).
+    """
+
+    shift: tuple[float, float]
+    curve: tuple[float, float] = (0.0, 0.0)
+    roll: float = 0.0
+    zoom: float = 0.0
+    centre: tuple[float, float] = (0.0, 0.0)
+
+    def sources(self, x: torch.Tensor, y: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where pixels (x, y) (any shape) of the frame at each time come from: two T x shape tensors."""
+        t = times.reshape(-1, *([1] * x.dim()))
+        scale, angle = torch.exp(self.zoom * t), self.roll * t
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        source_x = self.centre[0] + scale * (cos * dx - sin * dy) + self.shift[0] * t + self.curve[0] * t * t
+        source_y = self.centre[1] + scale * (sin * dx + cos * dy) + self.shift[1] * t + self.curve[1] * t * t
+        return source_x, source_y
+
+    def reach(self, height: int, width: int) -> float:
+        """The furthest any pixel of a height x width image moves during the exposure, in pixels."""
+        corners_x = torch.tensor([0.0, width - 1.0, 0.0, width - 1.0], dtype=torch.float64)
+        corners_y = torch.tensor([0.0, 0.0, height - 1.0, height - 1.0], dtype=torch.float64)
+        times = torch.linspace(-0.5, 0.5, 65, dtype=torch.float64)
+        source_x, source_y = self.sources(corners_x, corners_y, times)
+        return float(torch.hypot(source_x - corners_x, source_y - corners_y).max())
+
+
+def moving_camera_blur(
+    image: np.ndarray, motion: CameraMotion, frames: int, margin: int, gamma: float = 2.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """The GoPro synthesis of a photo seen by a moving camera; returns (blurry, sharp) float32.
+
+    ``image``: H x W x 3, uint8 or float in [0, 1]. ``frames`` (odd) frames at equally spaced times across the
+    exposure are rendered from its linearised intensity (bilinear; reflected beyond its borders) and averaged,
+    then raised back to 1/gamma; the middle frame is the image itself, the sharp target. Both come back
+    without ``margin`` pixels on each side, the room the motion draws from; ``motion``'s ``centre`` is in the
+    coordinates of the cropped result. A margin of at least ``motion.reach`` of the result keeps every sample
+    inside the photo.
+    """
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {array.shape}")
+    if frames < 1 or frames % 2 == 0:
+        raise ValueError(f"frames must be an odd number >= 1 (the middle one is the sharp frame), got {frames}")
+    height, width = array.shape[0] - 2 * margin, array.shape[1] - 2 * margin
+    if margin < 0 or height < 1 or width < 1:
+        raise ValueError(f"a margin of {margin} leaves nothing of a {array.shape[0]} x {array.shape[1]} image")
+    array = array / np.float32(255) if array.dtype == np.uint8 else np.clip(array.astype(np.float32), 0.0, 1.0)
+    sharp = array[margin : margin + height, margin : margin + width]
+    if frames == 1:
+        return sharp.copy(), sharp.copy()
+    linear = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0) ** gamma
+    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                          indexing="ij")
+    source_x, source_y = motion.sources(x, y, torch.linspace(-0.5, 0.5, frames))
+    full_height, full_width = linear.shape[-2:]
+    grid = torch.stack([(2 * (source_x + margin) + 1) / full_width - 1,
+                        (2 * (source_y + margin) + 1) / full_height - 1], dim=-1)
+    with torch.no_grad():
+        rendered = F.grid_sample(linear.expand(frames, -1, -1, -1), grid, mode="bilinear",
+                                 padding_mode="reflection", align_corners=False)
+    blurry = rendered.mean(0).clamp(0.0, 1.0) ** (1.0 / gamma)
+    return blurry.permute(1, 2, 0).numpy().astype(np.float32), sharp.copy()

@@ -11,10 +11,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import train.data as data
-from core.blur import blur_image, blur_tensor, gopro_blur, trajectory_kernel
+from core.blur import CameraMotion, blur_image, blur_tensor, gopro_blur, moving_camera_blur, trajectory_kernel
 from train.data import (
     FrameFolder,
     MixedDataset,
+    MovingCameraFolder,
     PairedFolder,
     SyntheticFolder,
     ValidationPairs,
@@ -403,3 +404,53 @@ def test_a_frame_folder_of_one_to_three_frames_draws_pairs_with_no_blur_or_littl
         if len(used) == 1:  # one frame: the blurry input is the sharp target itself
             torch.testing.assert_close(sample["blur"], sample["sharp"], atol=1 / 255, rtol=0)
     assert lengths == {1, 3}
+
+
+def test_a_still_camera_leaves_the_photo_and_a_shift_averages_shifted_copies_in_linear_intensity():
+    image = random_uint8((40, 50, 3), 1)
+    blurry, sharp = moving_camera_blur(image, CameraMotion(shift=(0.0, 0.0)), frames=7, margin=3)
+    np.testing.assert_allclose(sharp, image[3:37, 3:47] / 255, atol=1e-7)
+    np.testing.assert_allclose(blurry ** 2.2, sharp ** 2.2, atol=1e-5)  # exact up to float rounding in linear light
+    blurry, sharp = moving_camera_blur(image, CameraMotion(shift=(4.0, 0.0)), frames=5, margin=3)
+    linear = (image / 255.0) ** 2.2  # five frames at t = -1/2 .. 1/2: copies shifted by -2 .. 2 pixels
+    expected = np.mean([linear[3:37, 3 + d : 47 + d] for d in (-2, -1, 0, 1, 2)], axis=0) ** (1 / 2.2)
+    np.testing.assert_allclose(blurry, expected, atol=1e-5)
+    assert CameraMotion(shift=(4.0, 0.0)).reach(34, 44) == pytest.approx(2.0)
+    one, target = moving_camera_blur(image, CameraMotion(shift=(9.0, 3.0), roll=0.1), frames=1, margin=3)
+    np.testing.assert_array_equal(one, target)
+    with pytest.raises(ValueError, match="odd"):
+        moving_camera_blur(image, CameraMotion(shift=(1.0, 0.0)), frames=4, margin=3)
+    with pytest.raises(ValueError, match="margin"):
+        moving_camera_blur(image, CameraMotion(shift=(1.0, 0.0)), frames=3, margin=25)
+
+
+def test_a_roll_blurs_far_from_its_pivot_and_not_at_it():
+    image = random_uint8((64, 64, 3), 2)
+    blurry, sharp = moving_camera_blur(image, CameraMotion(shift=(0.0, 0.0), roll=0.2, centre=(5.0, 5.0)),
+                                       frames=9, margin=8)
+    error = np.abs(blurry - sharp).mean(axis=2)
+    assert error[5, 5] < 1e-4  # the pivot stays put
+    assert error[3:8, 3:8].mean() < 0.3 * error[-8:, -8:].mean()
+
+
+def test_moving_camera_folder_draws_reproducible_pairs_and_a_still_camera_when_asked(tmp_path):
+    save_png(tmp_path / "a.png", random_uint8((70, 90, 3), 3))
+    save_png(tmp_path / "deep" / "flat.png", np.full((50, 50, 3), 90, np.uint8))
+    dataset = MovingCameraFolder(tmp_path, crop=32, seed=0, scale=(1.0, 2.0), noise_sigma=(0.0, 0.0))
+    first, again = dataset[0], dataset[0]
+    torch.testing.assert_close(first["blur"], again["blur"], atol=0, rtol=0)
+    assert first["blur"].shape == first["sharp"].shape == (3, 32, 32)
+    assert 0.0 <= float(first["blur"].min()) and float(first["blur"].max()) <= 1.0
+    torch.testing.assert_close(dataset[1]["blur"], torch.full((3, 32, 32), 90 / 255), atol=2e-3, rtol=0)
+    blurred = [dataset.draw(0, np.random.default_rng(i)) for i in range(6)]
+    assert max(float((d["blur"] - d["sharp"]).abs().mean()) for d in blurred) > 0.02
+    still = MovingCameraFolder(tmp_path, crop=32, seed=0, min_frames=1, max_frames=1, noise_sigma=(0.0, 0.0))
+    torch.testing.assert_close(still[0]["blur"], still[0]["sharp"], atol=0, rtol=0)
+
+
+def test_build_dataset_blurs_photos_by_a_moving_camera_when_asked(tmp_path):
+    save_png(tmp_path / "a.png", random_uint8((70, 90, 3), 3))
+    (photos,) = build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="camera", frames=(3, 5)).sources
+    assert isinstance(photos, MovingCameraFolder) and (photos.min_half, photos.max_half) == (1, 2)
+    with pytest.raises(ValueError, match="photo_blur"):
+        build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="wind")

@@ -244,3 +244,15 @@ def test_gradientnet_can_add_a_charbonnier_term_and_its_card_says_so(teacher_pat
     assert pixel == pytest.approx(plain + charbonnier, rel=1e-4)
     assert not any("Charbonnier" in line for line in plain_losses)
     assert "2.0 x Charbonnier on the restored image (not in the paper)" in pixel_losses
+
+
+def test_a_cpu_without_bfloat16_trains_in_float32_and_the_card_says_so(photos, teacher_path, tmp_path, monkeypatch):
+    import train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_bfloat16", lambda: False)
+    config = tiny_config("lmfn", teacher_path, cpu_bf16=True)
+    card = train(model_name="lmfn", data=[str(photos)], out=tmp_path, config=config, context=CPU, max_steps=1,
+                 progress=False)
+    assert card["config"]["train"]["cpu_bf16"] is False
+    from train.ship import recipe_summary
+    assert "float32" in recipe_summary(card["config"]) and "bfloat16" not in recipe_summary(card["config"])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from core.blur import blur_image, gopro_blur, trajectory_kernel
+from core.blur import CameraMotion, blur_image, gopro_blur, moving_camera_blur, trajectory_kernel
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 PAIR_NAME = re.compile(r"(\d+)_avg(\d+)")
@@ -366,6 +366,78 @@ class SyntheticFolder(RandomPairs):
         return self._finish(blurry, region[inner], rng)
 
 
+class MovingCameraFolder(RandomPairs):
+    """Sharp photos (found recursively) made into GoPro pairs: ``core.blur.moving_camera_blur`` renders the frames
+    a moving camera would have recorded and averages them in linear intensity, as GoPro averages real frames.
+
+    Each draw: an odd frame count between ``min_frames`` and ``max_frames`` (GoPro: 7 to 13; 1 is a still
+    camera, the pair's blurry image is its sharp one); a camera motion whose path's chord is drawn log-uniformly
+    from ``extent`` pixels of the final crop in a uniform direction, bent by up to half its length, with a roll
+    of up to ``roll`` radians about a pivot within one region of the crop's centre and a zoom of up to ``zoom``
+    (log scale) over the exposure; with ``scale``, a region up to ``scale[1]`` times the crop (as large as the
+    photo allows) is blurred and downscaled to the crop, as ``FrameFolder`` does; then Gaussian noise of a
+    standard deviation drawn uniformly from ``noise_sigma``. The parameter ranges are this project's choice, set
+    to cover the blur of GoPro's 7 to 13 frame windows at 1280 x 720 and below (up to about 40 px).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        crop: int | None,
+        seed: int,
+        min_frames: int = 7,
+        max_frames: int = 13,
+        scale: Sequence[float] | None = None,
+        extent: tuple[float, float] = (0.5, 32.0),
+        roll: float = 0.03,
+        zoom: float = 0.04,
+        noise_sigma: tuple[float, float] = (0.0, 0.005),
+    ) -> None:
+        super().__init__(crop, seed, scale)
+        if crop is None:
+            raise ValueError("MovingCameraFolder draws crops: give a crop size")
+        self.root = Path(root)
+        self.min_half, self.max_half = min_frames // 2, (max_frames - 1) // 2
+        if min_frames < 1 or self.max_half < self.min_half:
+            raise ValueError(f"no odd frame count between min_frames={min_frames} and max_frames={max_frames}")
+        self.extent, self.roll, self.zoom, self.noise_sigma = extent, roll, zoom, noise_sigma
+        self.photos = image_files(self.root, recursive=True)
+        if not self.photos:
+            raise ValueError(f"{self.root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def motion(self, region: int, rng: np.random.Generator) -> CameraMotion:
+        """A random camera motion for a region x region crop, in that region's pixels."""
+        factor = region / self.crop
+        length = math.exp(rng.uniform(math.log(self.extent[0]), math.log(self.extent[1]))) * factor
+        heading, bend = rng.uniform(0.0, 2.0 * math.pi, size=2)
+        curve = rng.uniform(0.0, 0.5) * length
+        pivot = rng.uniform(-0.5, 1.5, size=2) * region
+        return CameraMotion(shift=(length * math.cos(heading), length * math.sin(heading)),
+                            curve=(curve * math.cos(bend), curve * math.sin(bend)),
+                            roll=float(rng.uniform(-self.roll, self.roll)), zoom=float(rng.uniform(-self.zoom, self.zoom)),
+                            centre=(float(pivot[0]), float(pivot[1])))
+
+    def draw(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        photo = read_rgb(self.photos[index])
+        frames = 2 * int(rng.integers(self.min_half, self.max_half + 1)) + 1
+        region = min(scaled_region(self.crop, self.scale, rng), max(self.crop, min(photo.shape[:2]) - 8))
+        motion = self.motion(region, rng)
+        margin = math.ceil(motion.reach(region, region)) + 2
+        (patch,) = random_crop([photo], region + 2 * margin, rng)
+        blurry, sharp = moving_camera_blur(patch, motion, frames, margin)
+        if region != self.crop:
+            blurry, sharp = downscale([blurry, sharp], self.crop)
+        sigma = rng.uniform(*self.noise_sigma)
+        blurry = np.clip(blurry + sigma * rng.standard_normal(blurry.shape, dtype=np.float32), 0.0, 1.0)
+        return self._finish(blurry, sharp, rng)
+
+
+PHOTO_BLURS = ("kernel", "camera")  # how sharp photos are blurred: SyntheticFolder, MovingCameraFolder
+
+
 class MixedDataset(Dataset):
     """``length`` samples, sample i from a source chosen by a weighted draw seeded with (seed, epoch, i).
 
@@ -475,6 +547,7 @@ def build_dataset(
     held_out: str | Path | None = None,
     scale: Sequence[float] | None = None,
     frames: Sequence[int] = (7, 13),
+    photo_blur: str = "kernel",
 ) -> MixedDataset:
     """One training dataset of ``length`` samples from several folders, each read as ``dataset_type`` says.
 
@@ -485,8 +558,12 @@ def build_dataset(
     folders; see ``FrameFolder``); sharp photos are blurred at their own scale, with kernels of every size.
     ``frames``: (fewest, most) frames a frame folder's windows average, GoPro's 7 to 13 by default; a fewest of 1
     also draws pairs with no blur or little (one or three frames), from which a network learns to leave sharp
-    regions as they are.
+    regions as they are. ``photo_blur``: how folders of sharp photos are blurred, "kernel" (``SyntheticFolder``,
+    a camera-shake kernel) or "camera" (``MovingCameraFolder``, frames of a moving camera averaged as GoPro's,
+    with the same ``frames`` and ``scale``).
     """
+    if photo_blur not in PHOTO_BLURS:
+        raise ValueError(f"photo_blur must be one of {', '.join(PHOTO_BLURS)}, got {photo_blur!r}")
     if not paths:
         raise ValueError("build_dataset needs at least one dataset path")
     excluded = held_out_frames(held_out, HELD_OUT_MARGIN) if held_out is not None else {}
@@ -499,6 +576,8 @@ def build_dataset(
                                        scale=scale))
         elif kind is PairedFolder:
             sources.append(PairedFolder(path, crop, seed, scale=scale))
+        elif photo_blur == "camera":
+            sources.append(MovingCameraFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], scale=scale))
         else:
             sources.append(kind(path, crop, seed))
         if kind is PairedFolder and validation_files & {blurry.resolve() for _, blurry, _ in sources[-1].pairs}:

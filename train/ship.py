@@ -95,6 +95,8 @@ def recipe_summary(config: dict) -> str:
     if list(data.get("frames") or GOPRO_FRAMES) != list(GOPRO_FRAMES):
         parts.append(f"frame windows of {data['frames'][0]} to {data['frames'][1]} frames (GoPro: "
                      f"{GOPRO_FRAMES[0]} to {GOPRO_FRAMES[1]})")
+    if data.get("photo_blur", "kernel") == "camera":
+        parts.append("sharp photos blurred by a moving camera's frames averaged as GoPro's (train.data.MovingCameraFolder)")
     if config["loss"].get("pixel"):
         parts.append(f"pixel loss {config['loss']['pixel']}")
     return "; ".join(parts)
