@@ -646,14 +646,14 @@ def set_crop(session: Session | None, index, crop):
 
 def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, size=PREVIEW_SIZE,
                progress=gr.Progress()):
-    """Stream Reblur's test-time adaptation (Algorithm 1): the output, the metrics and the curves after every step.
+    """Stream Reblur's test-time adaptation (Algorithm 1) of any model (Reblur's own M_R, or the shipped Reblur's
+    lent to the others): the output, the metrics and the curves after every step.
 
     ``core.compare.adaptation`` computes one step per update it streams; when Gradio closes this stream (the
     visitor pressed Stop or left), closing it closes that generator, so no further step runs.
     """
-    if name not in reblur_models():
-        choices = ", ".join(reblur_models())
-        raise gr.Error(f"Test-time adaptation needs a model with a reblurring module: one of {choices}.")
+    if name not in app_models():
+        raise gr.Error(f"No model {name!r} to adapt: one of {', '.join(app_models())}.")
     steps = int(steps)
     if not 0 <= steps <= MAX_STEPS:
         raise gr.Error(f"Steps must be between 0 and {MAX_STEPS}, got {steps}.")
@@ -729,7 +729,8 @@ def example_rows() -> tuple[list[list], list[str]]:
 
 ADAPT_NOTE = """Reblur's self-supervised test-time adaptation (Algorithm 1): a copy of M_D is fine-tuned on this
 one photo so that M_R finds its output hard to reblur, then histogram-matched to the first output. It uses the photo,
-reference and processing size of the Compare tab.
+reference and processing size of the Compare tab. Any model can be adapted this way (not in the paper): a Reblur
+model against its own M_R, every other one (its whole network) against the shipped Reblur's M_R.
 
 The **Eq. 7 loss** is how much M_R still changes the current output (mean |M_R(L) - L|, per pixel and channel): each
 step lowers it for the output it was computed on, but the step also changes the output, so the next step's loss
@@ -860,7 +861,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
             with gr.Tab("Adapt at test time", id="adapt"):
                 gr.Markdown(ADAPT_NOTE)
                 with gr.Row():
-                    adapt_model = gr.Dropdown(reblur_models(), value=scoring_model(), label="Model")  # a trained one
+                    adapt_model = gr.Dropdown(app_models(), value=scoring_model(), label="Model")  # a trained one
                     steps = gr.Slider(0, MAX_STEPS, value=5, step=1, label="Steps", elem_id="adapt-steps")
                     lr = gr.Number(value=PAPER_LR, label=f"Learning rate (paper: {PAPER_LR:g})")
                 with gr.Row():

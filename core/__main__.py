@@ -104,11 +104,11 @@ def deblur(args: argparse.Namespace) -> int:
 
 
 def deblurred(photo, name: str, args: argparse.Namespace) -> tuple[np.ndarray, float]:
-    """One model's output for one photo (adapted at test time when asked and the model can), and its seconds:
+    """One model's output for one photo (adapted at test time when asked: ``core.compare.adaptation``), and its seconds:
     ``core.compare``'s, as the app computes it."""
     from core import compare as engine
 
-    if args.tta_steps and name in engine.reblur_models():
+    if args.tta_steps:
         start = time.perf_counter()
         for step in engine.adaptation(photo, name, steps=args.tta_steps, lr=args.tta_lr, scored=False):
             if isinstance(step, engine.AdaptedStep):
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, type=Path, help="an image file or a folder (searched recursively)")
     run.add_argument("--output", required=True, type=Path, help="output folder; mirrors the input tree")
     run.add_argument("--tile", type=int, help="tile side in pixels (default: from a memory budget; 0: never tile)")
-    run.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (Reblur models only)")
+    run.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (Reblur's Eq. 7; models without an M_R borrow the shipped Reblur's)")
     run.add_argument("--tta-lr", type=float, default=3e-6, help="test-time adaptation learning rate (paper: 3e-6)")
     run.set_defaults(run=deblur)
     score = commands.add_parser("evaluate", help="the app's metrics table (PSNR, SSIM, LPIPS, NIQE, reblur score, "

@@ -407,13 +407,16 @@ class AdaptedStep:
 
 
 def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool = True):
-    """Reblur's Algorithm 1 on a photo with model ``name``: yields an ``AdaptedStep`` for step 0 and after every
-    update (with its metrics when ``scored``), then the ``core.tta.Adaptation``. Closing it cancels."""
-    if name not in reblur_models():
-        raise ValueError(f"test-time adaptation needs a model with a reblurring module: one of "
-                         f"{', '.join(reblur_models())}")
+    """Reblur's Algorithm 1 on a photo with model ``name``, any registered one: a Reblur variant adapts its M_D
+    against its own M_R, any other model its whole network against the M_R of ``scoring_model()`` (the shipped
+    Reblur's, as the reblur score uses). Yields an ``AdaptedStep`` for step 0 and after every update (with its
+    metrics when ``scored``), then the ``core.tta.Adaptation``. Closing it cancels."""
+    if name not in list_models(include_reference=True):
+        raise ValueError(f"no registered model {name!r}: one of {', '.join(list_models(include_reference=True))}")
     model, _ = load_model(name, str(default_device()))
-    with closing(tta.adapt_steps(model, to_tensor(photo.image), steps=steps, lr=lr)) as events:
+    judge = model if tta.has_reblur_module(model) else scorer()  # whose M_R is Eq. 7's and the reblur score's
+    critic = None if judge is model else judge.reblur
+    with closing(tta.adapt_steps(model, to_tensor(photo.image), steps=steps, lr=lr, critic=critic)) as events:
         for event in events:
             if isinstance(event, tta.Adaptation):
                 yield event
@@ -421,5 +424,5 @@ def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool =
             image = to_uint8(event.image)
             row = {"step": event.step, "Eq. 7 loss": event.loss}
             if scored:
-                row |= measure(image, photo.reference, model)
+                row |= measure(image, photo.reference, judge)
             yield AdaptedStep(event.step, image, row)

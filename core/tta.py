@@ -33,6 +33,13 @@ Choices made where the paper is silent:
   the next step's forward), plus one forward of each at the end, and a histogram matching per step whose
   image is looked at (``Step.image`` is computed on first use).
 
+Any network, not only Reblur's M_D: Eq. 7 needs only the network's output and a trained M_R, so ``critic`` lends
+one (the app and the CLI lend the shipped Reblur's) to a model that has none. Its whole network is then the
+module adapted (a deep copy, in eval mode: normalisation layers use their running statistics, as at inference),
+through its own ``_restore`` on the padded image; the critic stays shared and untouched, as M_R does above.
+A network whose adaptation blows up (normalisation, or a learning rate too large for it) ends with ``diverged``
+and its message, never NaNs (the same rule as above). This generalisation is the project's, not the paper's.
+
 Two ways to run it: ``adapt_steps`` is a generator (``for step in adapt_steps(...)``: one ``Step`` as soon as
 step 0 and each update are done, then the ``Adaptation``; closing it early cancels before the next update, so a
 caller that streams steps needs no thread), and ``adapt`` runs it to the end for a caller that wants the result.
@@ -52,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from skimage.exposure import match_histograms
 
-from core.models.base import pad_to_multiple
+from core.models.base import MapRecorder, pad_to_multiple
 
 PAPER_LR = 3e-6  # Algorithm 1, line 2
 BLOWUP = 1e3  # an output this far outside [0, 1] has diverged, even while float32 still holds it
@@ -88,11 +95,19 @@ def match_to(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return result.to(device=reference.device, dtype=reference.dtype).clamp(0.0, 1.0)
 
 
-def _check(model, blurry: torch.Tensor, steps: int, lr: float) -> None:
-    if not all(isinstance(getattr(model, name, None), torch.nn.Module) for name in ("deblur", "reblur")):
+def has_reblur_module(model) -> bool:
+    """Whether the model carries its own M_D and M_R (Reblur's networks)."""
+    return all(isinstance(getattr(model, name, None), torch.nn.Module) for name in ("deblur", "reblur"))
+
+
+def _check(model, blurry: torch.Tensor, steps: int, lr: float, critic) -> None:
+    if critic is None and not has_reblur_module(model):
         raise TypeError(
-            f"test-time adaptation needs a model with .deblur (M_D) and .reblur (M_R), got {type(model).__name__}"
+            f"test-time adaptation needs a reblurring module M_R: {type(model).__name__} has none of its own "
+            "(.deblur and .reblur), so pass critic= (e.g. a trained Reblur model's .reblur)"
         )
+    if critic is not None and not isinstance(critic, torch.nn.Module):
+        raise TypeError(f"critic must be a torch module (an M_R), got {type(critic).__name__}")
     if blurry.dim() != 4 or blurry.shape[0] != 1 or blurry.shape[1] != 3:
         raise ValueError(f"expected a 1 x 3 x H x W image, got shape {tuple(blurry.shape)}")
     if not torch.isfinite(blurry).all() or blurry.min() < 0 or blurry.max() > 1:
@@ -129,8 +144,10 @@ def _gradients():
 class _Adapter:
     """The state of one adaptation between its steps: the copy of M_D, its optimiser and the current output."""
 
-    def __init__(self, model, blurry: torch.Tensor, steps: int, lr: float) -> None:
-        device = next(model.deblur.parameters()).device
+    def __init__(self, model, blurry: torch.Tensor, steps: int, lr: float, critic=None) -> None:
+        own = has_reblur_module(model)
+        network = model.deblur if own else model
+        device = next(network.parameters()).device
         # A copy made here is an ordinary tensor even when the caller's was made in inference mode.
         blurry = blurry.to(device=device, dtype=torch.float32).clone()
         self.height, self.width = blurry.shape[-2:]
@@ -138,12 +155,13 @@ class _Adapter:
         multiple_h, multiple_w = (multiple, multiple) if isinstance(multiple, int) else multiple
         self.padded = pad_to_multiple(blurry, multiple_h, multiple_w)
         self.steps, self.lr = steps, lr
-        self.deblur = copy.deepcopy(model.deblur).eval()
+        self.deblur = copy.deepcopy(network).eval()
+        self.forward = self.deblur if own else functools.partial(self.deblur._restore, maps=MapRecorder(False))
         self.parameters = list(self.deblur.parameters())
         for parameter in self.parameters:
             parameter.requires_grad_(True)
             parameter.grad = None
-        self.reblur = model.reblur
+        self.reblur = critic if critic is not None else model.reblur
         self.latent = self.restore(steps > 0)  # L^0: Algorithm 1, line 4
         self.first = self.latent.detach().clamp(0.0, 1.0)
         self.current = self.latent.detach()  # the last finite output, unclamped
@@ -153,7 +171,7 @@ class _Adapter:
 
     def restore(self, track_gradients: bool) -> torch.Tensor:
         with torch.set_grad_enabled(track_gradients):
-            return self.deblur(self.padded)[..., : self.height, : self.width]
+            return self.forward(self.padded)[..., : self.height, : self.width]
 
     def update(self, step: int) -> tuple[float, float] | str:
         """Update ``step`` (0-based): (Eq. 7 before it, its objective after it), or why it diverged."""
@@ -181,17 +199,20 @@ class _Adapter:
         return loss.item(), F.l1_loss(self.reblurred.detach(), target).item()
 
 
-def adapt_steps(model, blurry: torch.Tensor, *, steps: int, lr: float = PAPER_LR) -> Iterator[Step | Adaptation]:
+def adapt_steps(
+    model, blurry: torch.Tensor, *, steps: int, lr: float = PAPER_LR, critic: torch.nn.Module | None = None
+) -> Iterator[Step | Adaptation]:
     """Algorithm 1 on one image, step by step: yields ``Step(0)`` (the un-adapted output) as soon as it exists,
     a ``Step`` after every completed update, and last the ``Adaptation`` (histogram-matched output, losses, and
     whether it diverged). Closing the generator before the end (``close()``, or leaving a ``for`` loop over
     ``contextlib.closing(adapt_steps(...))``) cancels: no further update runs. ``model`` itself is never
     modified. Gradients are switched on inside, so callers may hold ``torch.no_grad()`` or
-    ``torch.inference_mode()`` around it.
+    ``torch.inference_mode()`` around it. ``critic``: the M_R of Eq. 7 for a model without its own (then the
+    whole model is adapted); a Reblur model uses its own M_R unless one is given.
     """
-    _check(model, blurry, steps, lr)
+    _check(model, blurry, steps, lr, critic)
     with _gradients():
-        adapter = _Adapter(model, blurry, steps, lr)
+        adapter = _Adapter(model, blurry, steps, lr, critic)
     first = adapter.first
     result = Adaptation(image=first, losses=[], first=first, steps_done=0)
     yield Step(0, math.nan, math.nan, first, first)
@@ -221,6 +242,7 @@ def adapt(
     callback: Callable[[int, float, torch.Tensor], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     on_first: Callable[[torch.Tensor], None] | None = None,
+    critic: torch.nn.Module | None = None,
 ) -> Adaptation:
     """``adapt_steps`` run to its end: ``steps`` Adam updates of a copy of ``model.deblur`` on Eq. 7, then matching.
 
@@ -230,7 +252,7 @@ def adapt(
     every update; when it returns True the adaptation stops and returns what it has, with ``cancelled`` set.
     """
     done: list[Step] = []
-    with closing(adapt_steps(model, blurry, steps=steps, lr=lr)) as events:
+    with closing(adapt_steps(model, blurry, steps=steps, lr=lr, critic=critic)) as events:
         for event in events:
             if isinstance(event, Adaptation):
                 return event

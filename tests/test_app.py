@@ -253,14 +253,21 @@ def test_adaptation_streams_step_zero_then_every_step(pair):
     assert updates[1][0].shape == updates[-1][0].shape == (64, 96, 3) and updates[-1][2].ndim == 3
 
 
+def test_a_model_without_its_own_reblurring_module_adapts_against_the_shipped_one(pair):
+    blurry, reference = pair
+    updates = list(app.adaptation(blurry, reference, "lmfn", 1, 3e-6, "full"))
+    assert [u[4].split(":")[0] for u in updates] == ["Step 0 of 1", "Step 1 of 1", "Done"]
+    assert np.isfinite(float(records(updates[-1][3])[1]["Eq. 7 loss"]))
+
+
 def test_adaptation_refuses_bad_settings_with_a_message(pair):
     blurry, _ = pair
     with pytest.raises(gr.Error, match="learning rate"):
         list(app.adaptation(blurry, None, "reblur-n1", 2, 0.0, "full"))
     with pytest.raises(gr.Error, match="between 0 and"):
         list(app.adaptation(blurry, None, "reblur-n1", app.MAX_STEPS + 1, 3e-6, "full"))
-    with pytest.raises(gr.Error, match="reblurring module"):
-        list(app.adaptation(blurry, None, "lmfn", 2, 3e-6, "full"))
+    with pytest.raises(gr.Error, match="No model"):
+        list(app.adaptation(blurry, None, "no-such-model", 2, 3e-6, "full"))
     with pytest.raises(gr.Error, match="Give a blurry photo"):
         list(app.adaptation(None, None, "reblur-n1", 2, 3e-6, "full"))
 

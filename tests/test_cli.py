@@ -122,9 +122,10 @@ def test_evaluate_at_a_processing_size_scores_both_images_shrunk_as_the_app_shri
     assert abs(expected - psnr(blurry / 255.0, sharp / 255.0)) > 0.1  # the size did change the score
 
 
-def test_deblur_with_adaptation_steps(tmp_path):
+@pytest.mark.parametrize("name", ["reblur-n1", "lmfn"])  # its own M_R; the shipped Reblur's lent
+def test_deblur_with_adaptation_steps(tmp_path, name):
     write_photo(tmp_path / "p.png", 32, 32)
-    assert main(["deblur", "--model", "reblur-n1", "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "o"),
+    assert main(["deblur", "--model", name, "--input", str(tmp_path / "p.png"), "--output", str(tmp_path / "o"),
                  "--tta-steps", "2"]) == 0
     assert (tmp_path / "o" / "p.png").is_file()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from core.models.base import pad_to_multiple
+from core.models.base import DeblurModel, pad_to_multiple
 from core.models.reblur import Reblur
 from core.tta import PAPER_LR, Adaptation, adapt, adapt_steps, match_to
 
@@ -239,3 +239,48 @@ def test_adapt_steps_leaves_the_callers_gradient_mode_alone_between_steps(model)
         assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
         step = next(steps)
         assert torch.is_inference_mode_enabled() and step.step == 1 and np.isfinite(step.loss)
+
+
+class TinyNet(DeblurModel):
+    """A network without a reblurring module of its own: a residual 3x3 convolution, padded to multiples of 4."""
+
+    pad_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def _restore(self, x, maps):
+        return x + 0.1 * self.conv(x)
+
+
+def test_any_network_adapts_against_a_lent_critic_as_algorithm_1_by_hand(model):
+    """A model without M_R: its whole network is the module adapted, against the critic's M_R, which stays put."""
+    torch.manual_seed(0)
+    network, critic, x, lr = TinyNet().eval(), model.reblur, odd_image(), 1e-3
+    network_before = copy.deepcopy(network.state_dict())
+    critic_before = copy.deepcopy(critic.state_dict())
+    result = adapt(network, x, steps=1, lr=lr, critic=critic)
+    assert all(p.grad is None for p in [*network.parameters(), *critic.parameters()])  # nothing accumulated
+
+    copied = copy.deepcopy(network)
+    padded = pad_to_multiple(x, 4, 4)
+    latent = copied._restore(padded, None)[..., :34, :39]
+    loss = (critic(latent) - latent.detach()).abs().mean()
+    optimizer = torch.optim.Adam(copied.parameters(), lr=lr)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        adapted = copied._restore(padded, None)[..., :34, :39]
+    assert result.losses == pytest.approx([loss.item()], rel=1e-6)
+    assert (result.image - match_to(adapted, result.first)).abs().max() < 1e-5
+    assert torch.equal(result.first, network(x))  # step 0 is the model's own eval forward
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in network_before.items())
+    assert all(torch.equal(critic.state_dict()[k], v) for k, v in critic_before.items())
+
+
+def test_a_network_without_a_critic_is_refused_with_what_to_pass():
+    with pytest.raises(TypeError, match="critic="):
+        adapt(TinyNet().eval(), odd_image(), steps=1)
+    with pytest.raises(TypeError, match="torch module"):
+        adapt(TinyNet().eval(), odd_image(), steps=1, critic=lambda image: image)
