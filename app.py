@@ -842,6 +842,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                         errors = gr.Gallery(label="Error maps", format="png", columns=4, height="auto",
                                             object_fit="contain", elem_id="errors")
                         table = gr.Dataframe(headers=COLUMNS, label="Metrics", interactive=False, wrap=True,
+                                             column_widths=[METRIC_WIDTHS.get(c, "96px") for c in COLUMNS],
                                              elem_id="metrics")
                         gr.Markdown("LPIPS reads *unavailable offline* where its AlexNet weights cannot be downloaded. "
                                     "Metrics are computed at the processing size.")
@@ -930,12 +931,21 @@ table, csv_path, zip_path, status, *views = client.predict(
 ```"""
 
 
+CSS = """
+/* A gallery caption ("maxim-3s-gopro · 3.58 s") wraps onto a second line rather than ending in an ellipsis. */
+.caption-label { white-space: normal !important; max-width: 100% !important; }
+/* Table headers break between words, never inside one ("SS IM"); the columns are wide enough (METRIC_WIDTHS). */
+th .header-content span { word-break: keep-all !important; overflow-wrap: normal !important; }
+"""
+METRIC_WIDTHS = {"method": "150px", "LPIPS": "140px", "weights": "220px", "image": "200px"}  # others 96 px
+
+
 MAX_UPLOAD_BYTES = 50 * 2**20  # per file; a 50-megapixel PNG fits, anything bigger is refused before decoding
 
 
 def launch_options() -> dict:
-    """What ``launch`` needs beyond Gradio's defaults: serve the examples, cap uploads, show errors."""
-    return {"allowed_paths": [str(ASSETS)], "max_file_size": MAX_UPLOAD_BYTES, "show_error": True}
+    """What ``launch`` needs beyond Gradio's defaults: serve the examples, cap uploads, show errors, the page's CSS."""
+    return {"allowed_paths": [str(ASSETS)], "max_file_size": MAX_UPLOAD_BYTES, "show_error": True, "css": CSS}
 
 
 if __name__ == "__main__":

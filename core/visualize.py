@@ -27,9 +27,10 @@ SEQUENTIAL = "viridis"
 DIVERGING = "coolwarm"
 ERRORS = "magma"
 KERNELS = "inferno"
-BAR_WIDTH = 14  # pixels of the colour bar itself
-LABEL_WIDTH = 58  # pixels for the tick labels right of the bar
+BAR_WIDTH = 14  # pixels of the colour bar itself, at least
+LABEL_WIDTH = 58  # pixels for the tick labels right of the bar, at least
 FONT_SIZE = 12
+BAR_FONT_FRACTION = 1 / 16  # tick labels this fraction of the map's height: readable when a gallery shrinks it
 
 
 def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
@@ -108,22 +109,31 @@ def _tick(value: float) -> str:
     return f"{value:.3g}"
 
 
+def colorbar_widths(height: int) -> tuple[int, int, int]:
+    """(bar, labels, font size) in pixels for a map ``height`` pixels high: they grow with the map, so that a
+    1280 x 720 map shown a fifth of its size in a gallery still has labels of about nine pixels."""
+    font_size = max(FONT_SIZE, round(height * BAR_FONT_FRACTION))
+    return max(BAR_WIDTH, round(font_size * 1.2)), max(LABEL_WIDTH, round(font_size * 4.8)), font_size
+
+
 def add_colorbar(image: np.ndarray, vmin: float, vmax: float, cmap: str) -> np.ndarray:
-    """The image with a vertical colour bar to its right (vmax at the top), tick labels at the ends and middle."""
+    """The image with a vertical colour bar to its right (vmax at the top), tick labels at the ends and middle,
+    sized by ``colorbar_widths``."""
     import matplotlib
 
     height = max(image.shape[0], 96)
-    ramp = np.linspace(1.0, 0.0, height)[:, None].repeat(BAR_WIDTH, axis=1)
+    bar_width, label_width, font_size = colorbar_widths(height)
+    ramp = np.linspace(1.0, 0.0, height)[:, None].repeat(bar_width, axis=1)
     bar = matplotlib.colormaps[cmap](ramp, bytes=True)[..., :3]
-    canvas = Image.new("RGB", (image.shape[1] + 6 + BAR_WIDTH + LABEL_WIDTH, height), "white")
+    canvas = Image.new("RGB", (image.shape[1] + 6 + bar_width + label_width, height), "white")
     canvas.paste(Image.fromarray(image), (0, (height - image.shape[0]) // 2))
     left = image.shape[1] + 6
     canvas.paste(Image.fromarray(np.ascontiguousarray(bar)), (left, 0))
     draw = ImageDraw.Draw(canvas)
-    font = _font()
+    font = _font(font_size)
     for fraction, value in ((0.0, vmax), (0.5, (vmin + vmax) / 2), (1.0, vmin)):
-        y = min(max(round(fraction * (height - 1)) - FONT_SIZE // 2, 0), height - FONT_SIZE - 2)
-        draw.text((left + BAR_WIDTH + 4, y), _tick(value), fill="black", font=font)
+        y = min(max(round(fraction * (height - 1)) - font_size // 2, 0), height - font_size - 2)
+        draw.text((left + bar_width + 4, y), _tick(value), fill="black", font=font)
     return np.asarray(canvas)
 
 

@@ -64,6 +64,14 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     expect(page.locator("#slider img").first).to_be_visible()
     expect(page.locator("#metrics")).to_contain_text("reblur-n1")
     shot(page, "2-compared")
+    clipped = page.locator(".caption-label").evaluate_all(  # captions whole, not ending in an ellipsis
+        "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
+    assert clipped == [], clipped
+    split = page.locator("#metrics th .header-content span").evaluate_all(  # one-word headers on one line
+        "els => els.filter(e => !e.textContent.trim().includes(' ')).filter(e => {"
+        " const r = document.createRange(); r.selectNodeContents(e); return r.getClientRects().length > 1; })"
+        ".map(e => e.textContent)")
+    assert split == [], split
     for panel in ("gallery", "zoom", "kernels", "errors"):  # every tile shown whole, none behind a scroll bar
         hidden = page.locator(f"#{panel}").evaluate(
             "el => [el, ...el.querySelectorAll('*')].filter(e => e.scrollHeight > e.clientHeight + 2"

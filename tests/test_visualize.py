@@ -37,6 +37,15 @@ def test_colorbar_keeps_the_image_and_labels_the_range():
     assert (labels < 128).any()  # tick labels are drawn
 
 
+def test_colorbar_labels_grow_with_the_map_so_a_shrunk_frame_stays_readable():
+    frame = visualize.add_colorbar(np.zeros((720, 1280, 3), np.uint8), 0.0, 1.0, visualize.SEQUENTIAL)
+    bar, labels, font = visualize.colorbar_widths(720)
+    assert font == 45 and frame.shape[1] == 1280 + 6 + bar + labels
+    ink = (frame[:, 1286 + bar :] < 128).any(axis=(1, 2))
+    first = np.flatnonzero(ink)  # the top label's rows: about a font size high, not 12 px
+    assert first.size and np.flatnonzero(ink[: first[0] + 2 * font]).size >= 0.5 * font
+
+
 def test_render_map_draws_each_kind_of_map_by_its_shape():
     image = visualize.render_map(np.full((1, 3, 8, 10), 0.5))
     assert image.shape == (8, 10, 3) and (image == 128).all()
