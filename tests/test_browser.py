@@ -43,9 +43,19 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
                        page.locator("#compare-button")):  # both on the first screen, no scrolling
         box = first_view.bounding_box()
         assert box is not None and box["y"] + box["height"] <= 720, box
-    page.get_by_role("button", name="GoPro crowd, 640x360 (with its sharp frame)").click()
+    for name in list_models(include_reference=True):  # ticked by default: trained weights only, each saying so
+        box = page.locator(f'#models input[name="{name}"]')
+        if box.is_checked():
+            label = box.locator("xpath=..").inner_text()
+            assert "untrained" not in label and ("trained" in label or "authors' weights" in label), label
+    richardson = page.get_by_label("Richardson-Lucy (classical, kernel from the sharp reference)")
+    page.get_by_role("button", name="Köhler real camera shake (no reference)").click()
     expect(page.locator("#blurry img")).to_be_visible(timeout=30_000)
-    expect(page.locator("#reference img")).to_be_visible()
+    expect(richardson).not_to_be_checked()  # it needs a reference: not ticked without one
+    page.get_by_role("button", name="GoPro crowd, 640x360 (with its sharp frame)").click()
+    expect(page.locator("#reference img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#blurry img")).to_be_visible()
+    expect(richardson).to_be_checked()
     for name in list_models(include_reference=True):
         box = page.locator(f'#models input[name="{name}"]')
         if box.is_checked() != (name in KEPT):
