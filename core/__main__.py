@@ -60,6 +60,16 @@ def chosen_models(value: str, parser: argparse.ArgumentParser) -> list[str]:
     return chosen
 
 
+def folder_name(key: str) -> str:
+    """Where a method's files go: its name, or for a checkpoint of the user's the file's stem and its model."""
+    from core import own
+
+    if not own.is_own(key):
+        return key
+    facts = own.checkpoint(key)
+    return f"{Path(facts.file_name).stem}-{facts.model}"
+
+
 def input_files(path: Path) -> list[tuple[Path, Path]]:
     """(file, its path relative to the input) for a file or every image under a folder."""
     from core.images import IMAGE_SUFFIXES
@@ -87,7 +97,7 @@ def deblur(args: argparse.Namespace) -> int:
             print(f"skipped: {error}", file=sys.stderr)
             continue
         for name in models:
-            target = args.output / name / relative if len(models) > 1 else args.output / relative
+            target = args.output / folder_name(name) / relative if len(models) > 1 else args.output / relative
             target = target.with_suffix(".png")
             try:
                 output, seconds = deblurred(photo, name, args)
@@ -148,7 +158,7 @@ def kernels(args: argparse.Namespace) -> int:
             failures.append(f"{key}: {error}")
             print(f"skipped: {key}: {error}", file=sys.stderr)
             continue
-        target = args.output / f"{key}.png"
+        target = args.output / f"{folder_name(key)}.png"
         write_png(target, visualize.kernel_image(kernel))
         print(f"{key}: kernel at y={point[0]}, x={point[1]} (M_R of {engine.scoring_model()}) -> {target}")
     return 1 if failures else 0
@@ -286,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         run=info
     )
     run = commands.add_parser("deblur", help="restore a photo or a folder of photos to lossless PNGs")
-    run.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    run.add_argument("--model", help="a registered name, several separated by commas, or all")
+    run.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="FILE",
+                     help="a .safetensors file made by `python -m train` (repeatable), run beside --model")
     run.add_argument("--input", required=True, type=Path, help="an image file or a folder (searched recursively)")
     run.add_argument("--output", required=True, type=Path, help="output folder; mirrors the input tree")
     run.add_argument("--tile", type=int, help="tile side in pixels (default: from a memory budget; 0: never tile)")
@@ -295,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=deblur)
     score = commands.add_parser("evaluate", help="the app's metrics table (PSNR, SSIM, LPIPS, NIQE, reblur score, "
                                                  "time) on blur/sharp pairs")
-    score.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    score.add_argument("--model", help="a registered name, several separated by commas, or all")
+    score.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="FILE",
+                     help="a .safetensors file made by `python -m train` (repeatable), run beside --model")
     score.add_argument("--data", required=True, type=Path,
                        help="GoPro layout (<seq>/blur, <seq>/sharp), blur/+sharp/, or photos alone (NIQE only)")
     score.add_argument("--output", type=Path, help="folder for evaluation.csv and evaluation.json")
@@ -309,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write outputs.zip into --output: every output as lossless PNG, and the CSV")
     score.set_defaults(run=evaluate)
     blur = commands.add_parser("kernels", help="the remaining-blur kernel of each output at a point, as the app shows")
-    blur.add_argument("--model", required=True, help="a registered name, several separated by commas, or all")
+    blur.add_argument("--model", help="a registered name, several separated by commas, or all")
+    blur.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="FILE",
+                     help="a .safetensors file made by `python -m train` (repeatable), run beside --model")
     blur.add_argument("--input", required=True, type=Path, help="an image file")
     blur.add_argument("--output", required=True, type=Path, help="folder for <method>.png")
     blur.add_argument("--at", type=point, help="the point, Y,X in pixels at the processing size (default: centre)")
@@ -323,7 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("deblur", "evaluate", "kernels"):
-        args.models = chosen_models(args.model, parser)
+        if not args.model and not args.checkpoint:
+            parser.error("name a model (--model) or a checkpoint of your own (--checkpoint FILE)")
+        args.models = chosen_models(args.model, parser) if args.model else []
+        for file in args.checkpoint:
+            from core import own
+
+            try:
+                args.models.append(own.register(file).key)
+            except own.CheckpointError as error:
+                parser.error(f"--checkpoint: {error}")
         source = args.data if args.command == "evaluate" else args.input
         if not source.exists():
             parser.error(f"{source} does not exist")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import timing, tta, visualize
+from core import own, timing, tta, visualize
 from core.diagnostics import estimate_kernel, remaining_blur_kernel, richardson_lucy
 from core.images import ImageError, read_image, write_png
 from core.inference import default_device, load_model, restore, to_tensor, to_uint8
@@ -171,12 +171,17 @@ def scorer():
 
 
 def label(key: str) -> str:
-    return LABELS.get(key, key)
+    return own.checkpoint(key).label if own.is_own(key) else LABELS.get(key, key)
+
+
+def parameter_count(key: str) -> int:
+    """Parameters of the network a key runs: a person's checkpoint's own, else the shipped card's."""
+    return own.checkpoint(key).parameters if own.is_own(key) else shipped_weights(key).parameters
 
 
 def smallest_first(models: Sequence[str]) -> list[str]:
     """Models in the order their outputs come soonest: fewest parameters first."""
-    return sorted(models, key=lambda name: get_card(name).params)
+    return sorted(models, key=parameter_count)
 
 
 def run_method(key: str, photo: Photo, *, tile: int | None = None, return_maps: bool = True) -> Output:
@@ -191,7 +196,8 @@ def run_method(key: str, photo: Photo, *, tile: int | None = None, return_maps: 
         image = richardson_lucy(photo.image, kernel, iterations=BASELINE_ITERATIONS)
         return Output(BASELINE, label(BASELINE), visualize.as_uint8(image), time.perf_counter() - start)
     result = restore(photo.image, key, tile=tile, return_maps=return_maps)
-    timing.observe(key, str(default_device()), *photo.image.shape[:2], result.seconds)
+    if not own.is_own(key):  # a person's checkpoint may be narrower or wider than the registered model's timing
+        timing.observe(key, str(default_device()), *photo.image.shape[:2], result.seconds)
     return Output(key, label(key), result.image, result.seconds, result.maps, result.tile)
 
 
@@ -230,6 +236,9 @@ def method_facts(key: str) -> dict:
     """The columns of a row that come from the method, not from its output: weights and parameters."""
     if key in (INPUT, BASELINE):
         return {"weights": "", "parameters": None}
+    if own.is_own(key):
+        facts = own.checkpoint(key)
+        return {"weights": f"yours: {facts.file_name} (SHA-256 {facts.sha256[:12]})", "parameters": facts.parameters}
     weights = shipped_weights(key)
     return {"weights": "trained" if weights.trained else "untrained", "parameters": weights.parameters}
 
@@ -367,6 +376,11 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def file_stem(key: str) -> str:
+    """A method's key as a file name on every system: a person's checkpoint's colons become hyphens."""
+    return key.replace(":", "-")
+
+
 def write_zip(path: Path, results: Sequence[Result], csv_path: Path | None = None) -> Path:
     """Every image of the comparison as lossless PNG (a folder per photo: ``<key>.png`` and a labelled
     ``comparison.png``), and the CSV when given."""
@@ -380,7 +394,7 @@ def write_zip(path: Path, results: Sequence[Result], csv_path: Path | None = Non
             if not shown:
                 continue
             for key, _, image in shown:
-                write_png(folder / stem / f"{key}.png", image)
+                write_png(folder / stem / f"{file_stem(key)}.png", image)
             grid = visualize.labelled_grid([image for _, _, image in shown], [text for _, text, _ in shown])
             write_png(folder / stem / "comparison.png", grid)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:  # PNG is compressed already
@@ -411,7 +425,7 @@ def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool =
     against its own M_R, any other model its whole network against the M_R of ``scoring_model()`` (the shipped
     Reblur's, as the reblur score uses). Yields an ``AdaptedStep`` for step 0 and after every update (with its
     metrics when ``scored``), then the ``core.tta.Adaptation``. Closing it cancels."""
-    if name not in list_models(include_reference=True):
+    if name not in list_models(include_reference=True) and not own.is_own(name):
         raise ValueError(f"no registered model {name!r}: one of {', '.join(list_models(include_reference=True))}")
     model, _ = load_model(name, str(default_device()))
     judge = model if tta.has_reblur_module(model) else scorer()  # whose M_R is Eq. 7's and the reblur score's

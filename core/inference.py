@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core import own
 from core.allocator import reusing_freed_memory, trimming
 from core.registry import checkpoint_path, create_model
 from core.statistics import record, replay, statistic_modules
@@ -102,8 +103,11 @@ def load_model(name: str, device: str | torch.device = "cpu") -> tuple[torch.nn.
     """The process-wide instance of a model on ``device``: shipped weights when present, else untrained.
 
     ``load_model(name)``, ``load_model(name, "cpu")`` and ``load_model(name, torch.device("cpu"))`` are the same
-    instance (with untrained weights, two instances would be two different random networks).
+    instance (with untrained weights, two instances would be two different random networks). A key of
+    ``core.own`` (a checkpoint a person registered) gives that checkpoint's network.
     """
+    if own.is_own(name):
+        return own.network(name, torch.device(device)), True
     return _load_model(name, str(torch.device(device)))
 
 
@@ -153,6 +157,7 @@ def restore(
     if target.type == "cpu":
         set_cpu_threads()
     model, trained = load_model(name, str(target))
+    name = own.base_model(name)  # the memory policy of a person's checkpoint: its registered model's
     x = to_tensor(image).to(target)
     height, width = x.shape[-2:]
     if tile is None:

@@ -184,7 +184,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.safetensors"
     temporary = target.with_suffix(".tmp")
-    save_file(state, str(temporary), metadata={"format": "pt", "architecture": json.dumps(architecture)})
+    save_file(state, str(temporary), metadata={"format": "pt", "architecture": json.dumps(architecture), "model": name})
     temporary.replace(target)
     write_manifest_entry(target)
 

@@ -152,17 +152,19 @@ class PreviewPairs(Dataset):
         return self.items[index]
 
 
-def export_weights(model, path: Path, *, fp16: bool, architecture: dict | None = None) -> None:
+def export_weights(model, path: Path, *, fp16: bool, architecture: dict | None = None, name: str | None = None) -> None:
     """Weights only (safetensors: no pickled objects), optionally in float16.
 
     ``architecture`` (constructor keywords that differ from the registered variant, e.g. a reduced width)
-    is written into the file's metadata, where ``create_model(..., pretrained=True)`` reads it back.
+    is written into the file's metadata, where ``create_model(..., pretrained=True)`` reads it back; ``name``,
+    the registered model, too, so that the file can be brought to the app on its own (``core.own``).
     """
     state = {
         key: (value.half() if fp16 and value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in model.state_dict().items()
     }
-    save_file(state, str(path), metadata={"format": "pt", "architecture": json.dumps(architecture or {})})
+    metadata = {"format": "pt", "architecture": json.dumps(architecture or {})} | ({"model": name} if name else {})
+    save_file(state, str(path), metadata=metadata)
 
 
 def plot_curves(log_path: Path, out_path: Path) -> None:
@@ -310,7 +312,7 @@ def train(
                         log.write(json.dumps(record) + "\n")
                     if best is None or selection_score(last_validation, settings) > selection_score(best, settings):
                         best = {"step": done, **last_validation}
-                        export_weights(evaluated, out / "best.safetensors", fp16=settings["fp16_export"],
+                        export_weights(evaluated, out / "best.safetensors", fp16=settings["fp16_export"], name=model_name,
                                        architecture=architecture)
                 began += time.perf_counter() - paused  # the clocks count training time only
                 cpu_began += time.process_time() - cpu_paused
@@ -324,7 +326,8 @@ def train(
     card = {}
     if context.main:
         with average.swapped_in(model) if average is not None else nullcontext(model) as evaluated:
-            export_weights(evaluated, out / "last.safetensors", fp16=settings["fp16_export"], architecture=architecture)
+            export_weights(evaluated, out / "last.safetensors", fp16=settings["fp16_export"], architecture=architecture,
+                           name=model_name)
         if log_path.stat().st_size:
             plot_curves(log_path, out / "curves.png")
         card = model_card(

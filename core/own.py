@@ -1,0 +1,159 @@
+"""A checkpoint a person brings: a ``.safetensors`` file made by this project, run beside the shipped models.
+
+``python -m train`` (and ``python -m train ship``) write the registered model's name and its architecture keywords
+into the file's metadata. ``read_checkpoint`` checks such a file without unpickling anything (safetensors holds only
+tensors and a JSON header) and builds the network it describes; ``register`` keeps it under a key of its own,
+``own:<model>:<first 12 hex digits of its SHA-256>``, which every ``core.compare`` function and ``core.inference``
+accept where they accept a registered model's name. Each refusal says why: not a safetensors file, too large,
+metadata missing or naming no registered model, architecture keywords the model does not take, tensors that do
+not fit the architecture.
+
+Registered checkpoints live in this process only (nothing is written into ``checkpoints/``). The app keeps the
+keys a visitor registered in that visitor's session state and calls ``forget`` when the session ends; a key is
+not listed anywhere another session can see it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PREFIX = "own:"
+MAX_BYTES = 256 * 2**20  # four times the largest shipped checkpoint in float32 (MAXIM-3S: 89 MB)
+HEADER_LIMIT = 16 * 2**20  # a safetensors JSON header longer than this is not one this project wrote
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason in words a person can act on."""
+
+
+@dataclass(frozen=True)
+class OwnCheckpoint:
+    key: str  # "own:<model>:<sha256[:12]>"
+    model: str  # the registered model the file says it is
+    file_name: str  # as the person named it
+    architecture: dict  # constructor keywords from the metadata ({}: the registered configuration)
+    parameters: int
+    sha256: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.file_name} ({self.model}, yours)"
+
+
+_lock = threading.Lock()
+_registered: dict[str, tuple[OwnCheckpoint, torch.nn.Module]] = {}
+
+
+def is_own(key: str) -> bool:
+    return isinstance(key, str) and key.startswith(PREFIX)
+
+
+def _header(path: Path) -> dict:
+    """The JSON header of a safetensors file, read as bytes: 8 bytes of little-endian length, then JSON."""
+    with path.open("rb") as handle:
+        start = handle.read(8)
+        if len(start) < 8:
+            raise CheckpointError(f"{path.name} is not a safetensors file: it is {len(start)} bytes long")
+        length = int.from_bytes(start, "little")
+        if not 2 <= length <= HEADER_LIMIT:
+            raise CheckpointError(f"{path.name} is not a safetensors file (its first 8 bytes are no header length)")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path.name} is not a safetensors file: its header is not JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name} is not a safetensors file: its header is not a JSON object")
+    return header
+
+
+def read_checkpoint(path: str | Path, *, file_name: str | None = None, max_bytes: int = MAX_BYTES):
+    """(``OwnCheckpoint``, the network on the CPU in eval mode) for a file made by this project; ``CheckpointError``
+    saying why for anything else. Nothing in the file is executed: only its JSON header and tensors are read."""
+    from core.registry import create_model, file_sha256, list_models, load_weights
+
+    path = Path(path)
+    shown = file_name or path.name
+    if not path.is_file():
+        raise CheckpointError(f"{shown}: no such file")
+    if not shown.lower().endswith(".safetensors"):
+        raise CheckpointError(f"{shown} is not a .safetensors file: the app takes only safetensors checkpoints "
+                              "(never pickles: a .pt or .pth file can run code when loaded)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{shown} is {size / 2**20:.0f} MB; checkpoints up to {max_bytes / 2**20:.0f} MB are taken")
+    metadata = _header(path).get("__metadata__") or {}
+    name = metadata.get("model")
+    models = list_models(include_reference=True)
+    if not name:
+        raise CheckpointError(f"{shown} does not say which model it is (no 'model' in its metadata): export it with "
+                              "this project's `python -m train`, which writes the name")
+    if name not in models:
+        raise CheckpointError(f"{shown} says it is {name!r}, which is no registered model (one of {', '.join(models)})")
+    try:
+        architecture = json.loads(metadata.get("architecture") or "{}")
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{shown}: its architecture metadata is not JSON ({error})") from None
+    if not isinstance(architecture, dict):
+        raise CheckpointError(f"{shown}: its architecture metadata is not a set of keywords: {architecture!r}")
+    try:
+        model = create_model(name, **architecture)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{shown}: {name} cannot be built with its architecture {architecture}: {error}") from None
+    try:
+        load_weights(model, path)
+    except (ValueError, RuntimeError) as error:  # RuntimeError: a tensor of the wrong shape
+        reason = str(error).replace(str(path), shown).splitlines()[0]
+        raise CheckpointError(f"{shown}: its tensors do not fit {name} with architecture {architecture}: {reason}") from None
+    digest = file_sha256(path)
+    facts = OwnCheckpoint(key=f"{PREFIX}{name}:{digest[:12]}", model=name, file_name=shown, architecture=architecture,
+                          parameters=sum(p.numel() for p in model.parameters()), sha256=digest)
+    return facts, model.eval()
+
+
+def register(path: str | Path, *, file_name: str | None = None) -> OwnCheckpoint:
+    """Read a checkpoint and keep its network in this process under its key (the same file twice: one entry)."""
+    from core.inference import channels_last_weights
+
+    facts, model = read_checkpoint(path, file_name=file_name)
+    with _lock:
+        if facts.key not in _registered:
+            _registered[facts.key] = (facts, channels_last_weights(model))
+        return _registered[facts.key][0]
+
+
+def checkpoint(key: str) -> OwnCheckpoint:
+    with _lock:
+        if key not in _registered:
+            raise KeyError(f"no checkpoint {key!r} is registered in this process (it may have been forgotten)")
+        return _registered[key][0]
+
+
+def network(key: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The registered network, moved to ``device`` (once; it stays there)."""
+    with _lock:
+        if key not in _registered:
+            raise KeyError(f"no checkpoint {key!r} is registered in this process (it may have been forgotten)")
+        facts, model = _registered[key]
+        if next(model.parameters()).device != torch.device(device):
+            model = model.to(device)
+            _registered[key] = (facts, model)
+        return model
+
+
+def forget(keys) -> None:
+    """Drop checkpoints (a session that ended); keys not registered are ignored."""
+    with _lock:
+        for key in keys or ():
+            _registered.pop(key, None)
+
+
+def base_model(key: str) -> str:
+    """The registered model behind a key: an own checkpoint's model, else the key itself."""
+    return checkpoint(key).model if is_own(key) else key
+
