@@ -40,7 +40,7 @@ import gradio as gr
 import numpy as np
 
 from core import compare as engine
-from core import visualize
+from core import own, visualize
 from core.allocator import reusing_freed_memory
 from core.blur import blur_image, trajectory_kernel
 from core.captions import maps_note
@@ -378,14 +378,17 @@ def drawn_maps(result: Result, drawn: Drawn, key: str) -> list:
     if key not in drawn.maps:
         image = result.photo.image
         size = visualize.fit_size(*image.shape[:2], min(MAP_SIDE, max(image.shape[:2])))
-        drawn.maps[key] = [(visualize.render_map(value, size=size), f"{key} · {name}")
+        drawn.maps[key] = [(visualize.render_map(value, size=size), f"{engine.label(key)} · {name}")
                            for name, value in result.outputs[key].maps.items()]
     return drawn.maps[key]
 
 
 def maps_values(result: Result, drawn: Drawn, groups: list[tuple[str, list[str]]]) -> list[list]:
+    """Each paper's maps: its variants', then those of the visitor's checkpoints of one of its variants."""
     ran = result.outputs
-    return [[item for name in names if name in ran for item in drawn_maps(result, drawn, name)] for _, names in groups]
+    yours = [key for key in ran if own.is_own(key)]
+    return [[item for name in [*names, *(key for key in yours if engine.own_model(key) in names)] if name in ran
+             for item in drawn_maps(result, drawn, name)] for _, names in groups]
 
 
 def panels(session: Session, index: int, left: str | None, right: str | None, groups) -> dict:
@@ -514,6 +517,38 @@ def make_blurry(sharp, length: float = 15, seed: float = 0):
             png_file(visualize.as_uint8(image), stem), visualize.kernel_image(kernel))
 
 
+def model_choices_with(yours) -> list[tuple[str, str]]:
+    """The Models choices of a session: the shipped ones, then the visitor's checkpoints."""
+    return model_choices() + [(f"{engine.label(key)} · {own.checkpoint(key).parameters / 1e6:.2f}M parameters", key)
+                              for key in yours or []]
+
+
+def add_checkpoint(file, yours=None, chosen=None, adapt_choice=None):
+    """Register a visitor's checkpoint for this session: it joins Models (ticked) and the Adapt tab's models.
+    Refused with the reason, and nothing changes, for a file that is not a checkpoint this project made."""
+    yours = list(yours or [])
+    if not file:
+        raise gr.Error("Choose a .safetensors checkpoint made by `python -m train` first.")
+    path = Path(file)
+    try:
+        facts = own.register(path, file_name=path.name)
+    except own.CheckpointError as error:
+        raise gr.Error(f"Checkpoint refused: {error}") from None
+    yours.append(facts.key)
+    choices = model_choices_with(yours)
+    adapt_choices = [*app_models(), *yours]
+    status = (f"Added **{engine.label(facts.key)}**: {facts.parameters:,} parameters, architecture "
+              f"{facts.architecture or 'as registered'}, SHA-256 {facts.sha256[:12]}. It runs in this browser session "
+              "only and is dropped when you leave.")
+    return (yours, gr.update(choices=choices, value=[*(chosen or []), facts.key]),
+            gr.update(choices=adapt_choices, value=adapt_choice), status, facts.key)
+
+
+def forget_checkpoints(yours) -> None:
+    """A session ended: its checkpoints go (``gr.State``'s delete callback)."""
+    own.forget(yours)
+
+
 def context_for(reference, context):
     """The context choices after the reference changed: the baseline ticked with a reference, never without."""
     chosen = [key for key in context or [] if key != BASELINE]
@@ -521,16 +556,18 @@ def context_for(reference, context):
 
 
 def compare(blurry, reference=None, more=None, more_references=None, models=None, context=(INPUT, BASELINE),
-            size=PREVIEW_SIZE, progress=gr.Progress()):
-    """Stream the comparison: after each method, its output; after its metrics, its row; at the end, downloads."""
+            size=PREVIEW_SIZE, yours=None, progress=gr.Progress()):
+    """Stream the comparison: after each method, its output; after its metrics, its row; at the end, downloads.
+    ``yours``: the keys of the checkpoints this visitor registered (``add_checkpoint``), which may be picked too."""
     if not models and not context:
         raise gr.Error("Pick at least one model (or the blurry input or the classical baseline).")
     photos = gather_photos(blurry, reference, more, more_references, size)
     if not photos:
         raise gr.Error("Give a blurry photo: upload, paste or drop one, or click an example.")
-    unknown = [name for name in models or [] if name not in app_models()]
+    unknown = [name for name in models or [] if name not in app_models() and name not in (yours or [])]
     if unknown:
-        raise gr.Error(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(app_models())}.")
+        raise gr.Error(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(app_models())}"
+                       f"{' or a checkpoint of yours' if yours else ''}.")
     groups = paper_groups()
     names = compare_outputs(groups)
     keys = engine.smallest_first(models or []) + ([BASELINE] if BASELINE in (context or []) else [])
@@ -590,7 +627,7 @@ def adaptation_cleared() -> tuple:
 def done_text(results: list[Result], keys: list[str]) -> str:
     """What ran, at which size, which weights were used, and why a model has no maps."""
     models = [key for key in keys if key != BASELINE]
-    untrained = [key for key in models if not shipped_weights(key).trained]
+    untrained = [key for key in models if not own.is_own(key) and not shipped_weights(key).trained]
     height, width = results[0].photo.image.shape[:2]
     scorer_name = scoring_model()
     scorer_note = "" if shipped_weights(scorer_name).trained else " (untrained: the score measures nothing yet)"
@@ -644,7 +681,7 @@ def set_crop(session: Session | None, index, crop):
     return zoom_values(session, session.results[int(index or 0)])
 
 
-def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, size=PREVIEW_SIZE,
+def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, size=PREVIEW_SIZE, yours=None,
                progress=gr.Progress()):
     """Stream Reblur's test-time adaptation (Algorithm 1) of any model (Reblur's own M_R, or the shipped Reblur's
     lent to the others): the output, the metrics and the curves after every step.
@@ -652,7 +689,7 @@ def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, s
     ``core.compare.adaptation`` computes one step per update it streams; when Gradio closes this stream (the
     visitor pressed Stop or left), closing it closes that generator, so no further step runs.
     """
-    if name not in app_models():
+    if name not in app_models() and name not in (yours or []):
         raise gr.Error(f"No model {name!r} to adapt: one of {', '.join(app_models())}.")
     steps = int(steps)
     if not 0 <= steps <= MAX_STEPS:
@@ -663,7 +700,7 @@ def adaptation(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, s
     if not photos:
         raise gr.Error("Give a blurry photo first (Compare tab): upload, paste or drop one, or click an example.")
     photo = photos[0]
-    trained = shipped_weights(name).trained
+    trained = own.is_own(name) or shipped_weights(name).trained
     history: list[dict] = []
     with contextlib.closing(engine.adaptation(photo, name, steps=steps, lr=float(lr))) as events:
         for event in events:
@@ -727,6 +764,11 @@ def example_rows() -> tuple[list[list], list[str]]:
     return rows, labels
 
 
+OWN_NOTE = """Trained a model with `python -m train`? Drop its `.safetensors` file here to compare it with the
+shipped ones (its metadata names the model and architecture). It stays in this browser session only: never saved
+with the app's checkpoints, never shown to anyone else, dropped when you leave. Refused, with the reason, if it is
+not such a file; nothing in it is executed."""
+
 ADAPT_NOTE = """Reblur's self-supervised test-time adaptation (Algorithm 1): a copy of M_D is fine-tuned on this
 one photo so that M_R finds its output hard to reblur, then histogram-matched to the first output. It uses the photo,
 reference and processing size of the Compare tab. Any model can be adapted this way (not in the paper): a Reblur
@@ -761,6 +803,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     timed_on = None if on_cuda else str(default_device())  # the device whose speed the time estimates use
     untrained = [name for name in names if not shipped_weights(name).trained]
     with gr.Blocks(title="Deblurring workbench", delete_cache=(3600, 6 * 3600)) as demo:
+        yours = gr.State([], delete_callback=forget_checkpoints)  # this visitor's checkpoints (core.own keys)
         gr.Markdown(INTRO)
         reach = reach_line()
         if reach:
@@ -810,6 +853,12 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                         models = gr.CheckboxGroup(model_choices(), value=default_models(initial_size, timed_on),
                                                   label="Models", info=slow_models_note(initial_size, timed_on),
                                                   elem_id="models")
+                        with gr.Accordion("Your own checkpoint", open=False):
+                            checkpoint_file = gr.File(label="A .safetensors file made by python -m train",
+                                                      file_types=[".safetensors"], type="filepath",
+                                                      elem_id="own-checkpoint")
+                            checkpoint_status = gr.Markdown(OWN_NOTE, elem_id="own-status")
+                            checkpoint_key = gr.Textbox(visible=False)
                         gr.Markdown(model_lines(), elem_classes="model-lines")
                         context = gr.CheckboxGroup(CONTEXT_CHOICES, value=default_context(None), label="For context",
                                                     elem_id="context")
@@ -882,8 +931,12 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                       "photo": photo, "gallery": gallery, "left": left, "right": right, "slider": slider,
                       "picker": picker, "zoom": zoom, "kernels": kernels, "errors": errors}
         components |= {f"maps {i}": gallery for i, gallery in enumerate(map_galleries)}
+        checkpoint_file.upload(add_checkpoint, [checkpoint_file, yours, models, adapt_model],
+                               [yours, models, adapt_model, checkpoint_status, checkpoint_key], api_name="checkpoint",
+                               concurrency_limit=2)
         compare_event = compare_button.click(
-            on_gpu(served(releasing_memory(compare))), [blurry, reference, more, more_references, models, context, size],
+            on_gpu(served(releasing_memory(compare))),
+            [blurry, reference, more, more_references, models, context, size, yours],
             [components[name] for name in compare_outputs(groups)], api_name="compare", show_progress_on=[status],
             **heavy,
         )
@@ -907,7 +960,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
         crop.release(served(set_crop), [session, photo, crop], [picker, zoom], api_visibility="private",
                      show_progress="hidden")
         adapt_event = adapt_button.click(
-            on_gpu(served(releasing_memory(adaptation))), [blurry, reference, adapt_model, steps, lr, size],
+            on_gpu(served(releasing_memory(adaptation))), [blurry, reference, adapt_model, steps, lr, size, yours],
             [adapted, adapt_slider, curve, adapt_table, adapt_status], api_name="adapt",
             show_progress_on=[adapt_status], **heavy,
         )

@@ -174,6 +174,11 @@ def label(key: str) -> str:
     return own.checkpoint(key).label if own.is_own(key) else LABELS.get(key, key)
 
 
+def own_model(key: str) -> str:
+    """The registered model a person's checkpoint is of."""
+    return own.checkpoint(key).model
+
+
 def parameter_count(key: str) -> int:
     """Parameters of the network a key runs: a person's checkpoint's own, else the shipped card's."""
     return own.checkpoint(key).parameters if own.is_own(key) else shipped_weights(key).parameters

@@ -3,7 +3,8 @@
 ``python -m train`` (and ``python -m train ship``) write the registered model's name and its architecture keywords
 into the file's metadata. ``read_checkpoint`` checks such a file without unpickling anything (safetensors holds only
 tensors and a JSON header) and builds the network it describes; ``register`` keeps it under a key of its own,
-``own:<model>:<first 12 hex digits of its SHA-256>``, which every ``core.compare`` function and ``core.inference``
+``own:<model>:<first 12 hex digits of its SHA-256>:<a random token>`` (one per registration, so that two visitors
+bringing the same file hold two entries and one forgetting it leaves the other's), which every ``core.compare`` function and ``core.inference``
 accept where they accept a registered model's name. Each refusal says why: not a safetensors file, too large,
 metadata missing or naming no registered model, architecture keywords the model does not take, tensors that do
 not fit the architecture.
@@ -16,6 +17,7 @@ not listed anywhere another session can see it.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class OwnCheckpoint:
-    key: str  # "own:<model>:<sha256[:12]>"
+    key: str  # "own:<model>:<sha256[:12]>:<token>"
     model: str  # the registered model the file says it is
     file_name: str  # as the person named it
     architecture: dict  # constructor keywords from the metadata ({}: the registered configuration)
@@ -111,20 +113,19 @@ def read_checkpoint(path: str | Path, *, file_name: str | None = None, max_bytes
         reason = str(error).replace(str(path), shown).splitlines()[0]
         raise CheckpointError(f"{shown}: its tensors do not fit {name} with architecture {architecture}: {reason}") from None
     digest = file_sha256(path)
-    facts = OwnCheckpoint(key=f"{PREFIX}{name}:{digest[:12]}", model=name, file_name=shown, architecture=architecture,
+    facts = OwnCheckpoint(key=f"{PREFIX}{name}:{digest[:12]}:{secrets.token_hex(4)}", model=name, file_name=shown, architecture=architecture,
                           parameters=sum(p.numel() for p in model.parameters()), sha256=digest)
     return facts, model.eval()
 
 
 def register(path: str | Path, *, file_name: str | None = None) -> OwnCheckpoint:
-    """Read a checkpoint and keep its network in this process under its key (the same file twice: one entry)."""
+    """Read a checkpoint and keep its network in this process under a new key (``forget`` drops it)."""
     from core.inference import channels_last_weights
 
     facts, model = read_checkpoint(path, file_name=file_name)
     with _lock:
-        if facts.key not in _registered:
-            _registered[facts.key] = (facts, channels_last_weights(model))
-        return _registered[facts.key][0]
+        _registered[facts.key] = (facts, channels_last_weights(model))
+    return facts
 
 
 def checkpoint(key: str) -> OwnCheckpoint:

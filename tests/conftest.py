@@ -46,3 +46,35 @@ def launched(demo=None):
         yield demo.local_url.rstrip("/")
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def own_checkpoint(tmp_path_factory):
+    """A visitor's checkpoint as ``python -m train`` exports it: ``last.safetensors`` of a 2-step LMFN run (with the
+    global input skip, an architecture keyword in its metadata), renamed as a person might."""
+    import numpy as np
+    from PIL import Image
+
+    from train.config import load_config, merge
+    from train.distributed import Context
+    from train.trainer import train
+
+    folder = tmp_path_factory.mktemp("own")
+    photos = folder / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    config = merge(load_config("lmfn"), {"architecture": {"residual": True},
+                                         "data": {"crop": 32, "batch_size": 2, "workers": 0},
+                                         "train": {"log_every": 1, "save_every": 2, "val_every": 100}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(model_name="lmfn", data=[str(photos)], out=folder / "run", config=config,
+              context=Context(rank=0, world=1, device=torch.device("cpu")), max_steps=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    mine = folder / "my-lmfn.safetensors"
+    (folder / "run" / "last.safetensors").rename(mine)
+    return mine

@@ -92,7 +92,7 @@ def test_every_image_the_page_shows_is_lossless_png():
 def test_named_endpoints_are_compare_blur_and_adapt_and_the_rest_is_private():
     demo = app.build_demo()
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"compare", "blur", "adapt"}
+    assert public == {"compare", "blur", "adapt", "checkpoint"}
     heavy = [fn for fn in demo.fns.values() if fn.api_name in ("compare", "adapt")]
     assert all(fn.concurrency_id == "models" and fn.concurrency_limit == 1 for fn in heavy)
 
@@ -364,3 +364,36 @@ def test_the_banner_states_what_the_shipped_weights_reach_from_their_cards(tmp_p
             assert f"{core.registry.get_card(name).title or name} {gain:+.2f}" in line
     monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)  # nothing shipped: no banner
     assert app.reach_line() == ""
+
+
+def test_a_visitors_checkpoint_joins_models_compares_shows_its_maps_and_adapts(pair, own_checkpoint):
+    blurry, reference = pair
+    yours, models, adapt_models, status, key = app.add_checkpoint(str(own_checkpoint), [], ["lmfn"], "reblur-n1")
+    try:
+        assert yours == [key] and models["value"] == ["lmfn", key] and key in dict(
+            (value, label) for label, value in models["choices"])
+        assert key in adapt_models["choices"] and adapt_models["value"] == "reblur-n1"
+        assert "my-lmfn.safetensors" in status and "this browser session only" in status
+        with pytest.raises(gr.Error, match="Unknown model"):  # another session's list does not hold it
+            list(app.compare(blurry, reference, models=["lmfn", key], context=[app.INPUT], size="full", yours=[]))
+        *_, last = app.compare(blurry, reference, models=["lmfn", key], context=[app.INPUT], size="full", yours=yours)
+        names = app.compare_outputs(app.paper_groups())
+        values = dict(zip(names, last))
+        rows = records(values["table"])
+        assert {"lmfn", "my-lmfn.safetensors (lmfn, yours)"} <= {row["method"] for row in rows}
+        lmfn_group = next(i for i, (paper, group) in enumerate(app.paper_groups()) if "lmfn" in group)
+        captions = [caption for _, caption in values[f"maps {lmfn_group}"]]
+        assert any(c.startswith("my-lmfn.safetensors") for c in captions) and any(c.startswith("lmfn ·") for c in captions)
+        updates = list(app.adaptation(blurry, reference, key, 1, 3e-6, "full", yours=yours))
+        assert updates[-1][4].startswith("Done: 1 step(s)")
+    finally:
+        app.forget_checkpoints(yours)
+
+
+def test_a_file_that_is_no_checkpoint_of_this_project_is_refused_and_nothing_changes(tmp_path):
+    bad = tmp_path / "weights.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(gr.Error, match="Checkpoint refused: weights.safetensors is not a safetensors file"):
+        app.add_checkpoint(str(bad), [], ["lmfn"], "reblur-n1")
+    with pytest.raises(gr.Error, match="Choose a .safetensors"):
+        app.add_checkpoint(None, [], ["lmfn"], "reblur-n1")

@@ -87,3 +87,14 @@ def test_blur_makes_a_blurry_input_and_its_reference_from_a_sharp_photo(client):
     assert (reference == np.asarray(Image.open(SHARP))).all()
     assert np.abs(blurry.astype(int) - reference).mean() > 2
     png(kernel)
+
+
+def test_two_sessions_do_not_see_each_others_checkpoint(client, own_checkpoint):
+    other = Client(client.src, verbose=False)  # a second visitor: its own session
+    *_, key = client.predict(file=handle_file(own_checkpoint), api_name="/checkpoint")
+    assert key.startswith("own:lmfn:")
+    with pytest.raises(Exception, match="Unknown model|not in the list of choices"):  # refused before it runs
+        other.predict(blurry=handle_file(BLURRY), models=[key], context=[INPUT], size=SIZE, api_name="/compare")
+    table, *_ = client.predict(blurry=handle_file(BLURRY), models=[key], context=[INPUT], size=SIZE,
+                               api_name="/compare")
+    assert "my-lmfn.safetensors (lmfn, yours)" in {row[0] for row in table["data"]}

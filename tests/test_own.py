@@ -14,30 +14,13 @@ from core import compare as engine
 from core import own
 from core.__main__ import main
 from core.registry import create_model
-from train.config import load_config, merge
-from train.distributed import Context
-from train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """``last.safetensors`` of a 2-step LMFN run at a reduced width, as ``python -m train`` writes it."""
-    folder = tmp_path_factory.mktemp("own")
-    photos = folder / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(2):
-        Image.fromarray(rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
-    config = merge(load_config("lmfn"), {"architecture": {"residual": True},
-                                         "data": {"crop": 32, "batch_size": 2, "workers": 0},
-                                         "train": {"log_every": 1, "save_every": 2, "val_every": 100}})
-    train(model_name="lmfn", data=[str(photos)], out=folder / "run", config=config,
-          context=Context(rank=0, world=1, device=torch.device("cpu")), max_steps=2, progress=False)
-    mine = folder / "my-lmfn.safetensors"
-    (folder / "run" / "last.safetensors").rename(mine)
-    return mine
+@pytest.fixture
+def exported(own_checkpoint):
+    return own_checkpoint
 
 
 def photo(seed=0, height=40, width=52):
@@ -49,7 +32,10 @@ def test_a_trained_checkpoint_registers_and_compares_beside_a_shipped_model(expo
     facts = own.register(exported)
     try:
         assert facts.model == "lmfn" and facts.architecture == {"residual": True} and own.is_own(facts.key)
-        assert own.register(exported) == facts  # the same file twice: one entry
+        again = own.register(exported)  # the same file twice (two visitors): two entries, forgotten one by one
+        assert again.key != facts.key and again.sha256 == facts.sha256
+        own.forget([again.key])
+        assert own.checkpoint(facts.key) == facts
         expected = create_model("lmfn", residual=True)
         expected.load_state_dict({k: v.float() for k, v in load_file(str(exported)).items()})
         results = [event.result for event in engine.compare([photo()], ["lmfn", facts.key], with_baseline=False)]
