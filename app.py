@@ -972,7 +972,9 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
 
 
 API_NOTE = """## From Python
-Every result is also an API endpoint (`/compare`, `/blur`, `/adapt`); see *Use via API* at the bottom of the page.
+Every result is also an API endpoint (`/compare`, `/blur`, `/adapt`, `/checkpoint`); see *Use via API* at the bottom
+of the page. `/checkpoint` registers a `.safetensors` file of yours for the client's session and returns its key,
+which `/compare` and `/adapt` then take as a model name.
 
 ```python
 from gradio_client import Client, handle_file
@@ -981,6 +983,9 @@ client = Client("http://127.0.0.1:7860/")
 table, csv_path, zip_path, status, *views = client.predict(
     blurry=handle_file("assets/gopro-crowd-blur.png"), reference=handle_file("assets/gopro-crowd-sharp.png"),
     models=["lmfn", "reblur-n2"], size="320", api_name="/compare")
+*_, mine = client.predict(file=handle_file("runs/my-run/best.safetensors"), api_name="/checkpoint")
+table, *_ = client.predict(blurry=handle_file("assets/gopro-crowd-blur.png"), models=["lmfn", mine], size="320",
+                           api_name="/compare")
 ```"""
 
 

@@ -35,7 +35,7 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
+def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page, own_checkpoint):
     from core.registry import list_models
 
     shot(page, "1-opened")
@@ -62,6 +62,10 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
             box.click()
     for name in list_models(include_reference=True):
         expect(page.locator(f'#models input[name="{name}"]')).to_be_checked(checked=name in KEPT)
+    page.get_by_text("Your own checkpoint").click()  # a checkpoint of the visitor's, beside the shipped models
+    page.locator("#own-checkpoint input[type=file]").set_input_files(str(own_checkpoint))
+    expect(page.locator("#own-status")).to_contain_text("Added", timeout=60_000)
+    expect(page.locator('#models input[name^="own:lmfn:"]')).to_be_checked()
     page.get_by_test_id("192 px-radio-label").click()
     page.locator("#compare-button").click()
 
@@ -69,7 +73,8 @@ def test_a_person_compares_two_models_looks_inside_a_paper_and_adapts(page):
     gallery = page.locator("#gallery")
     for name in KEPT:
         expect(gallery).to_contain_text(name)
-    assert gallery.locator("img").count() >= 5  # input, reference, baseline, the two models and MAXIM
+    expect(gallery).to_contain_text("my-lmfn.safetensors")
+    assert gallery.locator("img").count() >= 7  # input, reference, baseline, two models, MAXIM and the visitor's
     expect(page.locator("#slider img")).to_have_count(2)
     expect(page.locator("#slider img").first).to_be_visible()
     expect(page.locator("#metrics")).to_contain_text("reblur-n1")
