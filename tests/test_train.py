@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from core.registry import create_model, list_models, load_weights
-from train.config import CONFIG_DIR, load_config, merge
+from train.config import CONFIG_DIR, load_config, merge, tomllib
 from train.distributed import Context
 from train.recipes import RECIPES
 from train.teacher import RotationTeacher, save_teacher

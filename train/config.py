@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (ZeroGPU Spaces run 3.10.13): the same parser, as the tomli package
+    import tomli as tomllib
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
