@@ -182,7 +182,9 @@ class _Adapter:
             if step > 0:
                 return f"the loss became {loss.item()} at step {step + 1}: lr={lr:g} is too large"
             return f"the loss is {loss.item()} on the un-adapted output: M_R does not give a finite image"
-        gradients = torch.autograd.grad(loss, self.parameters)
+        # allow_unused: a network may hold parameters its inference forward does not use (FCN's trust ratios
+        # weigh only its training loss); they get no gradient, and Adam leaves a parameter without one alone.
+        gradients = torch.autograd.grad(loss, self.parameters, allow_unused=True)
         for parameter, gradient in zip(self.parameters, gradients):
             parameter.grad = gradient
         self.optimizer.step()
