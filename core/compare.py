@@ -186,7 +186,7 @@ def parameter_count(key: str) -> int:
 
 def smallest_first(models: Sequence[str]) -> list[str]:
     """Models in the order their outputs come soonest: fewest parameters first."""
-    return sorted(models, key=parameter_count)
+    return sorted(models, key=lambda key: own.checkpoint(key).parameters if own.is_own(key) else get_card(key).params)
 
 
 def run_method(key: str, photo: Photo, *, tile: int | None = None, return_maps: bool = True) -> Output:
