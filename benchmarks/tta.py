@@ -44,12 +44,12 @@ def main() -> None:
 
     import numpy as np
 
-    from core.compare import scorer
+    from core.compare import adaptation_critic
     from core.images import read_image
     from core.inference import load_model, set_cpu_threads, to_tensor
     from core.metrics import niqe, psnr, reblur_score
     from core.registry import list_models
-    from core.tta import Adaptation, adapt_steps, has_reblur_module
+    from core.tta import Adaptation, adapt_steps
     from train.data import ValidationPairs
 
     set_cpu_threads()
@@ -65,8 +65,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         model, trained = load_model(name)
-        judge = model if has_reblur_module(model) else scorer()
-        critic = None if judge is model else judge.reblur
+        judge, critic = adaptation_critic(model)  # as core.compare.adaptation chooses it
         loss, score, quality = ({step: [] for step in wanted} for _ in range(3))
         notes: list[str] = []
 

@@ -179,11 +179,6 @@ def own_model(key: str) -> str:
     return own.checkpoint(key).model
 
 
-def parameter_count(key: str) -> int:
-    """Parameters of the network a key runs: a person's checkpoint's own, else the shipped card's."""
-    return own.checkpoint(key).parameters if own.is_own(key) else shipped_weights(key).parameters
-
-
 def smallest_first(models: Sequence[str]) -> list[str]:
     """Models in the order their outputs come soonest: fewest parameters first."""
     return sorted(models, key=lambda key: own.checkpoint(key).parameters if own.is_own(key) else get_card(key).params)
@@ -425,6 +420,13 @@ class AdaptedStep:
     row: dict
 
 
+def adaptation_critic(model) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(the model whose M_R is Eq. 7's and scores the reblur score, the ``critic`` to pass to ``core.tta``): a Reblur
+    model itself and None (its own M_R), any other model the ``scorer()`` and its M_R."""
+    judge = model if tta.has_reblur_module(model) else scorer()
+    return judge, None if judge is model else judge.reblur
+
+
 def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool = True):
     """Reblur's Algorithm 1 on a photo with model ``name``, any registered one: a Reblur variant adapts its M_D
     against its own M_R, any other model its whole network against the M_R of ``scoring_model()`` (the shipped
@@ -433,8 +435,7 @@ def adaptation(photo: Photo, name: str, *, steps: int, lr: float, scored: bool =
     if name not in list_models(include_reference=True) and not own.is_own(name):
         raise ValueError(f"no registered model {name!r}: one of {', '.join(list_models(include_reference=True))}")
     model, _ = load_model(name, str(default_device()))
-    judge = model if tta.has_reblur_module(model) else scorer()  # whose M_R is Eq. 7's and the reblur score's
-    critic = None if judge is model else judge.reblur
+    judge, critic = adaptation_critic(model)
     with closing(tta.adapt_steps(model, to_tensor(photo.image), steps=steps, lr=lr, critic=critic)) as events:
         for event in events:
             if isinstance(event, tta.Adaptation):

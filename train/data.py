@@ -193,6 +193,15 @@ def looks_like_video(frames: Mapping[int, Path], min_frames: int = 7) -> bool:
     return size_a == size_b and float(np.abs(thumb_a - thumb_b).mean()) < VIDEO_DIFFERENCE
 
 
+def odd_window_halves(min_frames: int, max_frames: int) -> tuple[int, int]:
+    """(fewest, most) half-widths of the odd frame windows between ``min_frames`` and ``max_frames`` frames (odd, so
+    that the sharp target is the true middle frame); ValueError when there is none."""
+    halves = min_frames // 2, (max_frames - 1) // 2
+    if min_frames < 1 or halves[1] < halves[0]:
+        raise ValueError(f"no odd frame count between min_frames={min_frames} and max_frames={max_frames}")
+    return halves
+
+
 class RandomPairs(Dataset):
     """A dataset of (blurry, sharp) crops whose every sample is a function of (seed, epoch, index).
 
@@ -277,9 +286,7 @@ class FrameFolder(RandomPairs):
     ) -> None:
         super().__init__(crop, seed, scale)
         self.root = Path(root)
-        self.min_half, self.max_half = min_frames // 2, (max_frames - 1) // 2
-        if min_frames < 1 or self.max_half < self.min_half:
-            raise ValueError(f"no odd frame count between min_frames={min_frames} and max_frames={max_frames}")
+        self.min_half, self.max_half = odd_window_halves(min_frames, max_frames)
         self.sequences = frame_sequences(self.root)
         self._frames: dict[Path, np.ndarray] = {}
         if not self.sequences:
@@ -397,9 +404,7 @@ class MovingCameraFolder(RandomPairs):
         if crop is None:
             raise ValueError("MovingCameraFolder draws crops: give a crop size")
         self.root = Path(root)
-        self.min_half, self.max_half = min_frames // 2, (max_frames - 1) // 2
-        if min_frames < 1 or self.max_half < self.min_half:
-            raise ValueError(f"no odd frame count between min_frames={min_frames} and max_frames={max_frames}")
+        self.min_half, self.max_half = odd_window_halves(min_frames, max_frames)
         self.extent, self.roll, self.zoom, self.noise_sigma = extent, roll, zoom, noise_sigma
         self.photos = image_files(self.root, recursive=True)
         if not self.photos:
