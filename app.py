@@ -13,8 +13,11 @@ private to the page.
 
 Images travel as lossless PNG both ways. Nothing is downloaded and no model runs at start-up: weights load on the
 first run that needs them. Building the page counts each model's multiply-accumulates on the meta device and times
-one convolution (``core.timing``), for the default ticks and the "slow at this size" note. On Hugging Face ZeroGPU hardware the model runs are wrapped in ``spaces.GPU``; where the
-``spaces`` package is absent they run as they are.
+one convolution (``core.timing``), for the default ticks and the "slow at this size" note.
+
+On Hugging Face ZeroGPU hardware (the ``spaces`` package present, ``SPACES_ZERO_GPU`` set) Compare and Adapt run as
+``spaces.GPU`` tasks whose duration is computed from the request (``on_gpu``, ``core.zerogpu``); elsewhere they run
+as they are.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import gradio as gr
 import numpy as np
 
 from core import compare as engine
-from core import own, visualize
+from core import own, visualize, zerogpu
 from core.allocator import reusing_freed_memory
 from core.blur import blur_image, trajectory_kernel
 from core.captions import maps_note
@@ -57,8 +60,8 @@ from core.compare import (
     reblur_models,
     scoring_model,
 )
-from core.images import ImageError, read_image, write_png
-from core.inference import default_device, device_description
+from core.images import ImageError, image_shape, read_image, write_png
+from core.inference import default_device, device_description, pin_default_device
 from core.registry import get_card, list_models, shipped_card, shipped_weights
 from core.timing import expected_seconds, runs_quickly
 from core.tta import PAPER_LR, Adaptation
@@ -205,14 +208,89 @@ def map_note(names: list[str]) -> str:
 
 
 def device_text() -> str:
-    if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
+    if zero_gpu():
         return "ZeroGPU (a GPU is attached while a model runs)"
     return device_description()
 
 
-def on_gpu(function):
-    """ZeroGPU's ``spaces.GPU`` where the ``spaces`` package is present; the function itself elsewhere."""
-    return spaces.GPU(duration=180)(function) if spaces is not None else function
+def zero_gpu() -> bool:
+    """Running on Hugging Face ZeroGPU hardware: the ``spaces`` package present and its ``SPACES_ZERO_GPU`` set."""
+    return spaces is not None and spaces.config.Config.zero_gpu
+
+
+def on_gpu(function, duration):
+    """On ZeroGPU, a handler that runs models as a ``spaces.GPU`` task asking for ``duration(*args, **kwargs)``
+    seconds (computed from the request: ``compare_seconds``, ``adaptation_seconds``); elsewhere the handler itself.
+
+    The task runs in a worker process forked from this one (``core.zerogpu``): it is handed the visitor's own
+    checkpoints (``core.own.portable``: a worker forked before they were registered lacks them), models run on the
+    GPU inside it (``pin_default_device``), and every value it returns or yields is moved to the CPU before it
+    leaves (``core.zerogpu.on_cpu``), so that the page's state holds nothing of the GPU it gave back.
+    """
+    if not zero_gpu():
+        return function
+    signature = inspect.signature(function)
+
+    def checkpoints_of(args, kwargs):
+        return own.portable(signature.bind_partial(*args, **kwargs).arguments.get("yours"))
+
+    def asked(packed, *args, **kwargs) -> int:
+        return duration(*args, **kwargs)
+
+    if inspect.isgeneratorfunction(function):
+        def streamed_task(packed, *args, **kwargs):
+            pin_default_device(None)
+            own.adopt(packed)
+            with contextlib.closing(function(*args, **kwargs)) as values:
+                for value in values:
+                    yield zerogpu.on_cpu(value)
+
+        task = spaces.GPU(duration=asked)(streamed_task)
+
+        @functools.wraps(function)
+        def streamed(*args, **kwargs):
+            yield from task(checkpoints_of(args, kwargs), *args, **kwargs)
+
+        return streamed
+
+    def returned_task(packed, *args, **kwargs):
+        pin_default_device(None)
+        own.adopt(packed)
+        return zerogpu.on_cpu(function(*args, **kwargs))
+
+    task = spaces.GPU(duration=asked)(returned_task)
+
+    @functools.wraps(function)
+    def returned(*args, **kwargs):
+        return task(checkpoints_of(args, kwargs), *args, **kwargs)
+
+    return returned
+
+
+def processing_shape(path, size: str) -> tuple[int, int]:
+    """(height, width) a photo will be processed at, from its file's header (a 16:9 frame at that size when the file
+    cannot be read: the handler itself then says why)."""
+    side = processing_side(size)
+    try:
+        height, width = image_shape(path)
+    except ImageError:
+        return typical_shape(size)
+    scale = 1.0 if side is None else min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def compare_seconds(blurry, reference=None, more=None, more_references=None, models=None, context=(), size=PREVIEW_SIZE,
+                    yours=None, progress=None) -> int:
+    """The GPU seconds a Compare request asks for on ZeroGPU: its models on its photos at its size."""
+    shapes = [processing_shape(path, size) for path in [blurry, *(more or [])] if path]
+    return zerogpu.run_seconds(list(models or []), shapes, baseline=BASELINE in (context or []))
+
+
+def adaptation_seconds(blurry, reference=None, name="reblur-n2", steps=5, lr=PAPER_LR, size=PREVIEW_SIZE, yours=None,
+                       progress=None) -> int:
+    """The GPU seconds an Adapt request asks for on ZeroGPU: its steps of its model on its photo at its size."""
+    shape = processing_shape(blurry, size) if blurry else typical_shape(size)
+    return zerogpu.adaptation_seconds(name, shape, int(steps or 0), engine.scoring_model())
 
 
 # What the page holds of a run
@@ -797,7 +875,9 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
     """
     groups = paper_groups()
     names = app_models()
-    on_cuda = default_device().type == "cuda" or (spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU")))
+    if zero_gpu():  # this process may not run on the GPU, only the GPU tasks (on_gpu) may: the remaining-blur
+        pin_default_device("cpu")  # kernels at a clicked point (small) are estimated here, on the CPU
+    on_cuda = zero_gpu() or default_device().type == "cuda"
     heavy = {"concurrency_id": "models", "concurrency_limit": 1}
     initial_size = "full" if on_cuda else PREVIEW_SIZE
     timed_on = None if on_cuda else str(default_device())  # the device whose speed the time estimates use
@@ -935,7 +1015,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
                                [yours, models, adapt_model, checkpoint_status, checkpoint_key], api_name="checkpoint",
                                concurrency_limit=2)
         compare_event = compare_button.click(
-            on_gpu(served(releasing_memory(compare))),
+            on_gpu(served(releasing_memory(compare)), compare_seconds),
             [blurry, reference, more, more_references, models, context, size, yours],
             [components[name] for name in compare_outputs(groups)], api_name="compare", show_progress_on=[status],
             **heavy,
@@ -960,7 +1040,7 @@ def build_demo(queue_size: int = 32) -> gr.Blocks:
         crop.release(served(set_crop), [session, photo, crop], [picker, zoom], api_visibility="private",
                      show_progress="hidden")
         adapt_event = adapt_button.click(
-            on_gpu(served(releasing_memory(adaptation))), [blurry, reference, adapt_model, steps, lr, size, yours],
+            on_gpu(served(releasing_memory(adaptation)), adaptation_seconds), [blurry, reference, adapt_model, steps, lr, size, yours],
             [adapted, adapt_slider, curve, adapt_table, adapt_status], api_name="adapt",
             show_progress_on=[adapt_status], **heavy,
         )

@@ -19,6 +19,16 @@ class ImageError(ValueError):
     """A file that cannot be used as an image, with a message a person understands."""
 
 
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header alone (nothing decoded); ``ImageError`` if unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: not a readable image ({error})") from error
+    return height, width
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """H x W x 3 float32 in [0, 1]: EXIF orientation applied, 16-bit kept at full depth, grey expanded,
     alpha dropped, CMYK and palette converted, the first frame of an animation."""

@@ -75,8 +75,22 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return (array * 255.0 + 0.5).astype(np.uint8)
 
 
+_PINNED_DEVICE: torch.device | None = None
+
+
 def default_device() -> torch.device:
+    """Where models run: the device ``pin_default_device`` pinned, else CUDA when available, else the CPU."""
+    if _PINNED_DEVICE is not None:
+        return _PINNED_DEVICE
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pin_default_device(device: str | torch.device | None) -> None:
+    """Make ``default_device()`` answer ``device`` in this process from now on (None: undo). On ZeroGPU the app's
+    own process reports CUDA as available but may not run on it (only its GPU tasks may): it pins the CPU, and each
+    GPU task, in the worker process forked for it, unpins."""
+    global _PINNED_DEVICE
+    _PINNED_DEVICE = None if device is None else torch.device(device)
 
 
 def device_description() -> str:

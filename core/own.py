@@ -11,7 +11,9 @@ not fit the architecture.
 
 Registered checkpoints live in this process only (nothing is written into ``checkpoints/``). The app keeps the
 keys a visitor registered in that visitor's session state and calls ``forget`` when the session ends; a key is
-not listed anywhere another session can see it.
+not listed anywhere another session can see it. A process forked before a checkpoint was registered (ZeroGPU's
+GPU worker) does not have it: ``portable`` packs registered checkpoints as their facts and CPU tensors, which
+pickle, and ``adopt`` registers in the receiving process those it lacks, under the same keys.
 """
 
 from __future__ import annotations
@@ -144,6 +146,29 @@ def forget(keys) -> None:
     with _lock:
         for key in keys or ():
             _registered.pop(key, None)
+
+
+def portable(keys) -> list[tuple[OwnCheckpoint, dict[str, torch.Tensor]]]:
+    """The registered checkpoints among ``keys`` as (facts, state dict on the CPU), for another process."""
+    with _lock:
+        entries = [_registered[key] for key in keys or () if is_own(key) and key in _registered]
+    return [(facts, {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()})
+            for facts, model in entries]
+
+
+def adopt(packed) -> None:
+    """Register what ``portable`` packed in another process, under the same keys; keys held already are kept."""
+    from core.inference import channels_last_weights
+    from core.registry import create_model
+
+    for facts, state in packed or ():
+        with _lock:
+            if facts.key in _registered:
+                continue
+        model = create_model(facts.model, **facts.architecture)
+        model.load_state_dict(state)
+        with _lock:
+            _registered.setdefault(facts.key, (facts, channels_last_weights(model.eval())))
 
 
 def base_model(key: str) -> str:
