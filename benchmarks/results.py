@@ -80,7 +80,8 @@ def update_cards(scores: dict[str, dict[str, dict]]) -> None:
         card["scores"] = {**card.get("scores", {}),  # what other commands measured (MAXIM's conversion) stays
             **({"gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
                               "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
-                              "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"]}}
+                              "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"],
+                              **({"timed_on": gopro[name]["timed_on"]} if gopro[name].get("timed_on") else {})}}
                if name in gopro else {}),
             **({f"gopro_dev_at_{PREVIEW}px": {"psnr": preview[name]["psnr"], "ssim": preview[name]["ssim"],
                                               "input_psnr": preview["input"]["psnr"],
@@ -105,11 +106,11 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     empty = {"psnr": None, "ssim": None}
     lines = [
         f"| model | weights | gopro_dev PSNR (dB) | gain | SSIM | at {PREVIEW} px: PSNR | gain | SSIM | "
-        "Köhler NIQE (lower is better) | s / 1280x720 image |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Köhler NIQE (lower is better) | s / 1280x720 image | timed on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| blurry input | - | {number(gopro['input']['psnr'], 2)} | - | {number(gopro['input']['ssim'], 4)} | "
         f"{number(preview.get('input', empty)['psnr'], 2)} | - | {number(preview.get('input', empty)['ssim'], 4)} | "
-        f"{number(kohler['input']['niqe'], 2)} | - |",
+        f"{number(kohler['input']['niqe'], 2)} | - | - |",
     ]
     for name in list_models(include_reference=True):  # the five papers' variants, then the reference (MAXIM)
         if name not in gopro and name not in preview:
@@ -121,7 +122,8 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
             f"| {name} | {weights} | {number(full['psnr'], 2)} | {signed(full['psnr'], gopro['input']['psnr'])} | "
             f"{number(full['ssim'], 4)} | {number(small['psnr'], 2)} | "
             f"{signed(small['psnr'], preview.get('input', empty)['psnr'])} | {number(small['ssim'], 4)} | "
-            f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(full['seconds'], 2)} |"
+            f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(full['seconds'], 2)} | "
+            f"{full.get('timed_on') or 'not recorded (before timings named their machine)'} |"
         )
     images = gopro["input"]["images"], kohler["input"]["images"]
     lines.append("")

@@ -205,6 +205,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from core import compare as engine
     from core import metrics
     from core.images import ImageError
+    from core.inference import machine_description
 
     pairs = evaluation_pairs(args.data)
     if not pairs:  # no sharp references: blurry photos only, scored without a reference (NIQE, reblur score)
@@ -238,7 +239,9 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"{row['model']:<16}" + "".join(f"{value:>8.{digits}f}" for value, digits in zip(numbers, (2, 4, 4, 2, 4)))
               + f"{seconds:>9.2f}")
     if args.output:
-        write_report(args.output, [json_row(row) for row in summary], [json_row(row) for row in rows],
+        timed_on = f"{time.strftime('%Y-%m-%d')}, {machine_description()}"  # the seconds differ from machine to machine
+        write_report(args.output, [json_row(row) | {"timed_on": timed_on} for row in summary],
+                     [json_row(row) for row in rows],
                      table=engine.table_rows(results))
         if args.zip:
             engine.write_zip(args.output / "outputs.zip", results, args.output / "evaluation.csv")

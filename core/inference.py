@@ -101,6 +101,15 @@ def device_description() -> str:
     return f"CPU ({available_threads()} threads)"
 
 
+def machine_description() -> str:
+    """Where a timing was taken, for a benchmark row: the device, and on a CPU its vector instructions as PyTorch
+    uses them and its threads (e.g. "CPU AVX512, 2 threads"), since timings differ several-fold between them."""
+    device = default_device()
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    return f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
 def available_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -86,6 +86,10 @@ def test_evaluate_scores_the_input_and_each_model_and_writes_csv_and_json(tmp_pa
     assert "input" in table and "lmfn" in table
     result = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert [row["model"] for row in result["summary"]] == ["input", "lmfn"]
+    import torch
+
+    machine = f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    assert all(row["timed_on"].endswith(machine) for row in result["summary"])  # a timing names its machine
     assert len(result["images"]) == 4
     from core.metrics import psnr
 
