@@ -45,7 +45,11 @@ def launched(demo=None):
     try:
         yield demo.local_url.rstrip("/")
     finally:
-        demo.close()
+        try:
+            demo.close()
+        except RuntimeError:  # "deque mutated during iteration", seen on Python 3.10: Gradio sets its server's
+            if demo.server:   # asyncio stop event from this thread while that loop may be iterating its waiters;
+                demo.server.close()  # the flag is set by then, so the close is finished by hand
 
 
 @pytest.fixture(scope="session")
