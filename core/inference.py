@@ -107,7 +107,8 @@ def machine_description() -> str:
     device = default_device()
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
-    return f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU {torch.backends.cpu.get_cpu_capability()}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def available_threads() -> int:

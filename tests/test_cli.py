@@ -88,7 +88,8 @@ def test_evaluate_scores_the_input_and_each_model_and_writes_csv_and_json(tmp_pa
     assert [row["model"] for row in result["summary"]] == ["input", "lmfn"]
     import torch
 
-    machine = f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    machine = f"CPU {torch.backends.cpu.get_cpu_capability()}, {threads} thread{'' if threads == 1 else 's'}"
     assert all(row["timed_on"].endswith(machine) for row in result["summary"])  # a timing names its machine
     assert len(result["images"]) == 4
     from core.metrics import psnr
