@@ -246,7 +246,9 @@ def shipped_weights(name: str) -> Weights:
 
 
 def _short_headline(shipped: dict) -> str:
-    """ "CPU-trained, 4,000 steps" (", reduced width" for a reduced architecture) from a shipped card's fields."""
+    """ "CPU-trained, 4,000 steps" from a shipped card's fields, with ", reduced width" where the architecture's
+    sizes were reduced (numbers among its overrides) and ", architecture changed" where only switches were (LMFN's
+    input skip)."""
     if shipped.get("reference"):
         return "its authors' weights"
     hardware = str(shipped.get("hardware") or "")
@@ -254,6 +256,9 @@ def _short_headline(shipped: dict) -> str:
     words = [f"{where}-trained" if where else "trained"]
     if shipped.get("steps"):
         words.append(f"{int(shipped['steps']):,} steps")
-    if shipped.get("architecture_overrides"):
-        words.append("reduced width")
+    overrides = shipped.get("architecture_overrides") or {}
+    if overrides:
+        sized = any(not isinstance(value, bool) and isinstance(value, (int, float, list, tuple))
+                    for value in overrides.values())
+        words.append("reduced width" if sized else "architecture changed")
     return ", ".join(words)

@@ -98,3 +98,11 @@ def test_swapped_or_unlisted_checkpoint_is_refused(tmp_path, monkeypatch):
     export_weights(create_model("gradientnet"), folder / "gradientnet.safetensors", fp16=True)
     with pytest.raises(ValueError, match="not listed"):
         create_model("gradientnet", pretrained=True)
+
+
+def test_a_checkbox_says_reduced_width_only_where_sizes_were_reduced():
+    from core.registry import shipped_weights
+
+    assert shipped_weights("fcn").short.endswith("reduced width")  # channels 24 for the paper's 96
+    assert shipped_weights("lmfn").short.endswith("architecture changed")  # the input skip, the paper's widths
+    assert "reduced" not in shipped_weights("sp-unet").short  # the registered architecture
