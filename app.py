@@ -815,6 +815,8 @@ def adaptation_summary(result: Adaptation, name: str, trained: bool) -> str:
         text += " Stopped early."
     if result.diverged:
         text += f" Diverged: {result.message}."
+    if result.drifted:
+        text += f" Warning: {result.message}."
     if not trained:
         text += " The model is untrained (random weights): its M_R finds nothing meaningful to undo yet."
     return text

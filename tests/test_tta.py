@@ -173,6 +173,21 @@ def test_huge_learning_rate_diverges_without_nans(model):
         assert torch.equal(result.image, result.first)
 
 
+def test_an_output_that_moves_far_from_step_0_is_flagged_with_its_distance(model, monkeypatch):
+    import core.tta
+
+    x = odd_image()
+    quiet = adapt(model, x, steps=2, lr=PAPER_LR)
+    error = torch.mean((quiet.image - quiet.first) ** 2).item()
+    distance = float("inf") if error == 0 else -10 * np.log10(error)
+    assert not quiet.drifted and quiet.message == ""  # the paper's rate on a small model: a small change
+    monkeypatch.setattr(core.tta, "DRIFT_DB", distance + 1.0)  # the same change, held to a stricter line
+    flagged = adapt(model, x, steps=2, lr=PAPER_LR)
+    assert flagged.drifted and not flagged.diverged
+    assert f"{distance:.1f} dB PSNR from the model's own" in flagged.message
+    assert torch.equal(flagged.image, quiet.image)  # flagged, not changed
+
+
 def test_rejects_bad_arguments(model):
     x = odd_image()
     with pytest.raises(ValueError, match="1 x 3 x H x W"):
