@@ -29,8 +29,11 @@ import torch
 from core import own, timing
 
 GPU_MACS_PER_SECOND = 1.0e12  # assumed: not measured on a GPU (see the module docstring)
-START_SECONDS = 10.0  # the worker's start, CUDA's initialisation, moving the weights to the GPU
-METRICS_SECONDS_PER_MEGAPIXEL = 4.0  # per method and photo: SSIM, LPIPS, NIQE and the reblur score on the CPU
+START_SECONDS = 10.0  # assumed, not measured: the worker's start, CUDA's initialisation, weights to the GPU
+# Per method and photo: the metrics row (``core.compare.measure``: PSNR, SSIM, NIQE and the reblur score; LPIPS where
+# its weights load). Measured on the CPU: 1.94-2.26 s for one 1280x720 frame, 2 threads, LPIPS unavailable
+# (2026-12-03); the allowance is about twice that per megapixel, for LPIPS and slower CPUs.
+METRICS_SECONDS_PER_MEGAPIXEL = 4.0
 BACKWARD_FACTOR = 3.0  # an adaptation step: a forward, a backward (about twice its cost) through model and M_R
 MIN_SECONDS = 15
 MAX_SECONDS = 300

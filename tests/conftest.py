@@ -52,6 +52,22 @@ def launched(demo=None):
                 demo.server.close()  # the flag is set by then, so the close is finished by hand
 
 
+@pytest.fixture
+def pair(tmp_path):
+    """A small blurry photo (64 x 96) and its sharp reference, as PNG files named as a person would name them."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sharp = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    blurry = ((sharp[:, :-2].astype(int) + sharp[:, 1:-1] + sharp[:, 2:]) // 3).astype(np.uint8)
+    blurry = np.concatenate([blurry, sharp[:, -2:]], axis=1)
+    paths = tmp_path / "street.png", tmp_path / "street-sharp.png"
+    Image.fromarray(blurry).save(paths[0])
+    Image.fromarray(sharp).save(paths[1])
+    return str(paths[0]), str(paths[1])
+
+
 @pytest.fixture(scope="session")
 def own_checkpoint(tmp_path_factory):
     """A visitor's checkpoint as ``python -m train`` exports it: ``last.safetensors`` of a 2-step LMFN run (with the

@@ -28,16 +28,6 @@ def write(path, array):
     return str(path)
 
 
-@pytest.fixture
-def pair(tmp_path):
-    """A small blurry photo (64 x 96) and its sharp reference, as PNG files named as a person would name them."""
-    rng = np.random.default_rng(0)
-    sharp = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
-    blurry = ((sharp[:, :-2].astype(int) + sharp[:, 1:-1] + sharp[:, 2:]) // 3).astype(np.uint8)
-    blurry = np.concatenate([blurry, sharp[:, -2:]], axis=1)
-    return write(tmp_path / "street.png", blurry), write(tmp_path / "street-sharp.png", sharp)
-
-
 def frames(generator, groups=None):
     """Every update of a compare run, as dicts named by output."""
     names = app.compare_outputs(groups or app.paper_groups())

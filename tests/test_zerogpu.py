@@ -14,25 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import app
 from core import own, timing, zerogpu
 from core.inference import default_device, pin_default_device
 
 spaces = pytest.importorskip("spaces")
-
-
-@pytest.fixture
-def pair(tmp_path):
-    rng = np.random.default_rng(0)
-    sharp = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
-    blurry = ((sharp[:, :-2].astype(int) + sharp[:, 1:-1] + sharp[:, 2:]) // 3).astype(np.uint8)
-    blurry = np.concatenate([blurry, sharp[:, -2:]], axis=1)
-    paths = tmp_path / "street.png", tmp_path / "street-sharp.png"
-    Image.fromarray(blurry).save(paths[0])
-    Image.fromarray(sharp).save(paths[1])
-    return str(paths[0]), str(paths[1])
 
 
 @pytest.fixture
