@@ -208,6 +208,28 @@ def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos,
         ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
 
 
+def test_a_shipped_card_keeps_its_runs_validation_curve(tmp_path):
+    from train.ship import stage_summary, validation_history
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert validation_history(run) == []  # no log: nothing to keep
+    lines = [
+        {"kind": "train", "step": 10, "seconds": 5.0, "cpu_seconds": 4.0, "loss": 0.3},
+        {"kind": "val", "step": 200, "seconds": 99.94, "cpu_seconds": 91.26, "psnr": 29.512345, "ssim": 0.87,
+         "psnr_preview": 29.012345},
+        {"kind": "val", "step": 400, "seconds": 210.0, "psnr": 29.6},  # an older log: wall seconds, no preview
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    history = validation_history(run)
+    assert history == [[200, 91.3, 29.5123, 29.0123], [400, 210.0, 29.6, None]]
+    card = {"steps": 400, "samples": 3200, "wall_seconds": 210.0, "hardware": "cpu", "validation_history": history,
+            "config": {"data": {"batch_size": 8, "crop": 128},
+                       "optim": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.9]},
+                       "train": {"seed": 0}, "schedule": {"kind": "cosine", "min_lr": 1e-6, "steps": 400}, "loss": {}}}
+    assert stage_summary(card)["validation_history"] == history
+
+
 def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):
     from train.trainer import initialise_from
 

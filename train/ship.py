@@ -110,7 +110,25 @@ def stage_summary(card: dict) -> dict:
             "seed": config["train"]["seed"], "init": config["train"].get("init"), "hardware": card["hardware"],
             "recipe": recipe_summary(config), "losses_used": card.get("losses_used"), "teacher": card.get("teacher"),
             "validation_best": card.get("validation_best"),
-            **({"run_steps": card["run_steps"]} if "run_steps" in card else {})}
+            **({"run_steps": card["run_steps"]} if "run_steps" in card else {}),
+            **({"validation_history": card["validation_history"]} if card.get("validation_history") else {})}
+
+
+HISTORY_KEYS = ("step", "cpu_seconds", "psnr", "psnr_preview")
+
+
+def validation_history(run: Path) -> list[list]:
+    """Every validation of a run, from its ``log.jsonl``, as compact rows ``[step, CPU seconds, crops' PSNR,
+    320 px PSNR or None]`` (``HISTORY_KEYS``), so that a shipped card keeps the curve after ``runs/`` is gone
+    (``benchmarks/training_curves.py --cards`` draws it). Wall seconds stand in for CPU seconds in logs that
+    predate the ``cpu_seconds`` field; [] without a log."""
+    log = run / "log.jsonl"
+    if not log.is_file():
+        return []
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [[r["step"], round(r.get("cpu_seconds", r["seconds"]), 1), round(r["psnr"], 4),
+             None if r.get("psnr_preview") is None else round(r["psnr_preview"], 4)]
+            for r in records if r.get("kind") == "val"]
 
 
 def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
@@ -157,7 +175,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
     run_card = json.loads((run / "card.json").read_text())
     if run_card["model"] != name:
         raise ValueError(f"{run} trained {run_card['model']!r}, not {name!r}")
-    run_card = as_of_shipped_step(run, run_card, weights)
+    run_card = {**as_of_shipped_step(run, run_card, weights), "validation_history": validation_history(run)}
     architecture = checkpoint_architecture(source)
     model = create_model(name, **architecture)
     load_weights(model, source)
@@ -207,11 +225,13 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
         **{key: run_card[key] for key in ("data", "validation", "steps", "samples", "wall_seconds", "hardware",
                                            "losses_used", "teacher", "validation_best", "validation_last", "torch",
                                            "config")},
+        **({"validation_history": run_card["validation_history"]} if run_card["validation_history"] else {}),
         "scores": {},  # filled by benchmarks/results.py from `python -m core evaluate`
     }
     if earlier:  # totals over every stage; each stage's own figures (this run's last) under "stages"
         card["stages"] = [*earlier, stage_summary(run_card)]
         for key in ("steps", "samples", "wall_seconds"):
             card[key] = sum(stage[key] for stage in card["stages"])
+        card.pop("validation_history", None)  # each stage's own, under "stages"
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
