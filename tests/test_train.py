@@ -230,6 +230,15 @@ def test_a_shipped_card_keeps_its_runs_validation_curve(tmp_path):
     assert stage_summary(card)["validation_history"] == history
 
 
+def test_the_headline_says_whether_the_run_behind_an_earlier_step_ran_its_schedule():
+    from train.ship import shipped_step
+
+    card = {"steps": 2250, "config": {"schedule": {"steps": 2500}}}
+    assert shipped_step(card) == ""  # the run's last step is shipped: nothing to add
+    assert shipped_step({**card, "run_steps": 2500}).endswith("step 2,250, the best validation of its 2,500-step run")
+    assert shipped_step({**card, "run_steps": 2400}).endswith("a run stopped at step 2,400 of 2,500")
+
+
 def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):
     from train.trainer import initialise_from
 

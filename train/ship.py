@@ -168,6 +168,16 @@ def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
             "wall_seconds": round(at["seconds"], 1)}
 
 
+def shipped_step(run_card: dict) -> str:
+    """The headline's note when the shipped weights are an earlier step's than the run's last."""
+    if "run_steps" not in run_card:
+        return ""
+    length = run_card["config"]["schedule"]["steps"]
+    run = (f"its {length:,}-step run" if run_card["run_steps"] >= length
+           else f"a run stopped at step {run_card['run_steps']:,} of {length:,}")
+    return f"; the weights of step {run_card['steps']:,}, the best validation of {run}"
+
+
 def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
          crop: int = 256, out_dir: Path = CHECKPOINT_DIR) -> dict:
     run = Path(run)
@@ -208,9 +218,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
 
     card = {
         "model": name,
-        "headline": headline(name, run_card, architecture, earlier) + (
-            f"; the weights of step {run_card['steps']:,}, the best validation of a run stopped at step "
-            f"{run_card['run_steps']:,}" if "run_steps" in run_card else ""),
+        "headline": headline(name, run_card, architecture, earlier) + shipped_step(run_card),
         "trained": True,
         "paper": run_card["paper"],
         "architecture_overrides": architecture,
