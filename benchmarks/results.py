@@ -80,6 +80,7 @@ def update_cards(scores: dict[str, dict[str, dict]]) -> None:
         card["scores"] = {**card.get("scores", {}),  # what other commands measured (MAXIM's conversion) stays
             **({"gopro_dev": {"psnr": gopro[name]["psnr"], "ssim": gopro[name]["ssim"],
                               "input_psnr": gopro["input"]["psnr"], "input_ssim": gopro["input"]["ssim"],
+                              "niqe": gopro[name].get("niqe"), "input_niqe": gopro["input"].get("niqe"),
                               "images": gopro[name]["images"], "seconds_per_image": gopro[name]["seconds"],
                               **({"timed_on": gopro[name]["timed_on"]} if gopro[name].get("timed_on") else {})}}
                if name in gopro else {}),
@@ -105,10 +106,11 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     gopro, kohler, preview = scores["gopro_dev"], scores["kohler"], scores["gopro_dev_320"]
     empty = {"psnr": None, "ssim": None}
     lines = [
-        f"| model | weights | gopro_dev PSNR (dB) | gain | SSIM | at {PREVIEW} px: PSNR | gain | SSIM | "
+        f"| model | weights | gopro_dev PSNR (dB) | gain | SSIM | NIQE | at {PREVIEW} px: PSNR | gain | SSIM | "
         "Köhler NIQE (lower is better) | s / 1280x720 image | timed on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| blurry input | - | {number(gopro['input']['psnr'], 2)} | - | {number(gopro['input']['ssim'], 4)} | "
+        f"{number(gopro['input'].get('niqe'), 2)} | "
         f"{number(preview.get('input', empty)['psnr'], 2)} | - | {number(preview.get('input', empty)['ssim'], 4)} | "
         f"{number(kohler['input']['niqe'], 2)} | - | - |",
     ]
@@ -120,7 +122,7 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
         small, full = preview.get(name, empty), gopro.get(name, {**empty, "seconds": None})
         lines.append(
             f"| {name} | {weights} | {number(full['psnr'], 2)} | {signed(full['psnr'], gopro['input']['psnr'])} | "
-            f"{number(full['ssim'], 4)} | {number(small['psnr'], 2)} | "
+            f"{number(full['ssim'], 4)} | {number(full.get('niqe'), 2)} | {number(small['psnr'], 2)} | "
             f"{signed(small['psnr'], preview.get('input', empty)['psnr'])} | {number(small['ssim'], 4)} | "
             f"{number(kohler.get(name, {'niqe': None})['niqe'], 2)} | {number(full['seconds'], 2)} | "
             f"{full.get('timed_on') or 'not recorded (before timings named their machine)'} |"
@@ -129,7 +131,8 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     lines.append("")
     lines.append(f"{images[0]} gopro_dev pairs (full 1280x720 frames, and the same pairs shrunk to the app's default "
                  f"{PREVIEW} px as the app shrinks them: `evaluate --size {PREVIEW}`) and {images[1]} Köhler photos; "
-                 "written by `python benchmarks/results.py` from `python -m core evaluate`.")
+                 "NIQE on the full gopro_dev frames beside the Köhler photos' (the sharp frames score 5.17 there: "
+                 "`python benchmarks/niqe_pairs.py`); written by `python benchmarks/results.py` from `python -m core evaluate`.")
     return "\n".join(lines)
 
 
