@@ -114,7 +114,8 @@ def plot_cards(args) -> int:
             if b > 0:
                 when = float(np.exp((target - a) / b))
                 reach = f"{when:,.0f}"
-                ts = np.geomspace(last[len(last) // 2][0], max(when, last[-1][0]), 50)
+                # drawn at most to 100 times the CPU seconds so far (the table gives the whole figure)
+                ts = np.geomspace(last[len(last) // 2][0], min(max(when, last[-1][0]), 100 * last[-1][0]), 50)
                 axes[0].plot(ts, a + b * np.log(ts), linestyle=":", color=axes[0].lines[-1].get_color(),
                              label=f"{label}: log fit, extrapolated")
             else:
@@ -128,7 +129,13 @@ def plot_cards(args) -> int:
         axis.grid(alpha=0.3)
     if target:
         axes[0].axhline(target, color="black", linestyle="-.", linewidth=0.8, label=f"input + {args.target_gain:g} dB")
-        axes[0].set_xscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    for axis in axes:  # stages of very different lengths: a log axis, ticks at 1, 2 and 5 of each decade
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
     for axis in axes:
         axis.legend(fontsize=7)
     figure.suptitle(args.title)

@@ -191,3 +191,21 @@ def test_the_selection_rule_prefers_a_step_that_gains_at_both_sizes():
     assert selection_score(both, {"best": "psnr+preview"}) > selection_score(crops_only, {"best": "psnr+preview"})
     with pytest.raises(ValueError, match="best must be"):
         selection_score(both, {"best": "ssim"})
+
+
+def test_a_cards_stages_line_up_on_one_cpu_seconds_axis_and_a_log_trend_is_recovered():
+    from benchmarks.training_curves import card_curve, log_fit
+
+    # stage 1 kept only its best; stage 2 its validations [step, CPU s, crops, 320 px], shipped at step 300 of 400
+    history = [[100, 100.0, 29.5, None], [200, 200.0, 29.6, 29.1], [300, 400.0, 29.7, 29.2], [400, 800.0, 29.65, 29.2]]
+    card = {"stages": [
+        {"wall_seconds": 1000.0, "validation_best": {"step": 500, "psnr": 29.4, "psnr_preview": 29.0}},
+        {"wall_seconds": 400.0, "steps": 300, "validation_history": history},
+    ]}
+    points, last = card_curve(card)
+    assert points == [(1000.0, 29.4, 29.0), (1100.0, 29.5, None), (1200.0, 29.6, 29.1), (1400.0, 29.7, 29.2),
+                      (1800.0, 29.65, 29.2)]  # stage 2 after stage 1's seconds
+    assert last == [(t, v) for t, v, _ in points[1:]]
+    a, b = log_fit([(t, 29.0 + 0.5 * math.log(t)) for t in (10.0, 20.0, 40.0, 80.0, 160.0, 320.0)])
+    assert b == pytest.approx(0.5) and a == pytest.approx(29.0)
+    assert log_fit(last) is None  # two points in the second half: too few to fit
