@@ -131,9 +131,10 @@ def plot_cards(args) -> int:
         axes[0].axhline(target, color="black", linestyle="-.", linewidth=0.8, label=f"input + {args.target_gain:g} dB")
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
-    for axis in axes:  # stages of very different lengths: a log axis, ticks at 1, 2 and 5 of each decade
+    for axis in axes:  # stages of very different lengths: a log axis, ticks at 1, 2 and 5 of each decade (1 beyond two decades)
         axis.set_xscale("log")
-        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        low, high = axis.get_xlim()
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if high / low < 100 else (1.0,)))
         axis.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         axis.xaxis.set_minor_formatter(NullFormatter())
     for axis in axes:

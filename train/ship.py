@@ -44,9 +44,11 @@ def mean_psnr(model, pairs: ValidationPairs) -> float:
     return validate(model, pairs, Context(rank=0, world=1, device=torch.device("cpu")))["psnr"]
 
 
-def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] | None = None) -> str:
+def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] | None = None,
+             out_dir: Path | None = None) -> str:
     """One line naming the architecture (and how it departs from the registered variant) and the schedule; with
-    ``earlier`` stages (a run continuing the shipped checkpoint), the steps of every stage and the totals."""
+    ``earlier`` stages (a run continuing the shipped checkpoint), the steps of every stage and the totals. A start
+    from a run file that another checkpoint in ``out_dir`` was shipped from names that checkpoint."""
     def plain(value):
         return tuple(value) if isinstance(value, list) else value
 
@@ -70,7 +72,8 @@ def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] 
             f"({sum(stage['samples'] for stage in stages):,} samples), "
             f"{sum(stage['wall_seconds'] for stage in stages) / 60:.0f} min on {run_card['hardware']}"
         )
-    shape += f"; started from {start}" if start else ""
+    if start:
+        shape += f"; started from {shipped_as(start, out_dir) or start}"
     return (
         f"{name}, {shape}; {device} schedule: {run_card['steps']:,} steps x {config['data']['batch_size']} crops of "
         f"{config['data']['crop']} px ({run_card['samples']:,} samples), {run_card['wall_seconds'] / 60:.0f} min on "
@@ -168,6 +171,18 @@ def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
             "wall_seconds": round(at["seconds"], 1)}
 
 
+def shipped_as(start: str, out_dir: Path | None) -> str | None:
+    """``"the shipped <model> weights (<run>/<file>)"`` when a card in ``out_dir`` was shipped from the run file
+    ``start``; None otherwise."""
+    source = f"{Path(start).parent.name}/{Path(start).name}"
+    for path in sorted(Path(out_dir).glob("*.json")) if out_dir is not None and Path(out_dir).is_dir() else []:
+        card = json.loads(path.read_text())
+        if card.get("weights_from") == source:
+            rounded = ", before their float16 rounding" if card.get("precision", {}).get("dtype") == "float16" else ""
+            return f"the shipped {card['model']} weights ({source}{rounded})"
+    return None
+
+
 def shipped_step(run_card: dict) -> str:
     """The headline's note when the shipped weights are an earlier step's than the run's last."""
     if "run_steps" not in run_card:
@@ -218,7 +233,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
 
     card = {
         "model": name,
-        "headline": headline(name, run_card, architecture, earlier) + shipped_step(run_card),
+        "headline": headline(name, run_card, architecture, earlier, out_dir) + shipped_step(run_card),
         "trained": True,
         "paper": run_card["paper"],
         "architecture_overrides": architecture,
