@@ -18,6 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.__main__ import evaluation_pairs  # noqa: E402  (the pairs `python -m core evaluate` scores)
 from core.images import read_image  # noqa: E402
 from core.metrics import niqe  # noqa: E402
 
@@ -28,13 +29,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="GoPro-layout pairs: <sequence>/blur/*.png and <sequence>/sharp/*.png")
     args = parser.parse_args(argv)
     rows = []
-    for blurry in sorted(args.data.glob("*/blur/*.png")):
-        sharp = blurry.parent.parent / "sharp" / blurry.name
-        if not sharp.is_file():
-            continue
+    if not args.data.is_dir():
+        parser.error(f"{args.data} is not a folder")
+    for name, blurry, sharp in evaluation_pairs(args.data):
         row = niqe(read_image(blurry)), niqe(read_image(sharp))
         rows.append(row)
-        print(f"{blurry.parent.parent.name}/{blurry.name}: blurry {row[0]:.2f}, sharp {row[1]:.2f}", flush=True)
+        print(f"{name}: blurry {row[0]:.2f}, sharp {row[1]:.2f}", flush=True)
     if not rows:
         parser.error(f"no pairs under {args.data}")
     blurry_mean, sharp_mean = np.mean(rows, axis=0)

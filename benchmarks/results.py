@@ -131,7 +131,7 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     lines.append("")
     lines.append(f"{images[0]} gopro_dev pairs (full 1280x720 frames, and the same pairs shrunk to the app's default "
                  f"{PREVIEW} px as the app shrinks them: `evaluate --size {PREVIEW}`) and {images[1]} Köhler photos; "
-                 "NIQE on the full gopro_dev frames beside the Köhler photos' (the sharp frames score 5.17 there: "
+                 "NIQE on the full gopro_dev frames beside the Köhler photos' (the sharp frames' own: "
                  "`python benchmarks/niqe_pairs.py`); written by `python benchmarks/results.py` from `python -m core evaluate`.")
     return "\n".join(lines)
 

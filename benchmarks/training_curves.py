@@ -74,7 +74,7 @@ def card_curve(card: dict) -> tuple[list[tuple[float, float, float | None]], lis
         last = [(seconds, value) for seconds, value, _ in rows] if history else []
         # the next stage continued the shipped step's weights: its CPU seconds, not those of the run's later steps
         shipped = next((seconds for step, seconds, _, _ in history if step == stage["steps"]), None)
-        offset += shipped or (history[-1][1] if history else stage["wall_seconds"])
+        offset += shipped if shipped is not None else (history[-1][1] if history else stage["wall_seconds"])
     return points, last
 
 
@@ -92,6 +92,7 @@ def plot_cards(args) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
     baseline = input_scores(args.val, args.max_side, args.preview)
     figure, axes = plt.subplots(1, 2, figsize=(10.4, 3.8))
@@ -129,8 +130,6 @@ def plot_cards(args) -> int:
         axis.grid(alpha=0.3)
     if target:
         axes[0].axhline(target, color="black", linestyle="-.", linewidth=0.8, label=f"input + {args.target_gain:g} dB")
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
     for axis in axes:  # stages of very different lengths: a log axis, ticks at 1, 2 and 5 of each decade (1 beyond two decades)
         axis.set_xscale("log")
         low, high = axis.get_xlim()

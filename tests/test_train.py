@@ -190,8 +190,12 @@ def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos,
     second = merge(first, {"train": {"seed": 1, "init": str(tmp_path / "ckpt" / "reblur-n1.safetensors")}})
     train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "two", config=second, context=CPU,
           max_steps=2, progress=False, val=None)
+    with (tmp_path / "two" / "log.jsonl").open("a") as log:  # as a validated run's log holds it
+        log.write(json.dumps({"kind": "val", "step": 2, "seconds": 3.0, "cpu_seconds": 2.5, "psnr": 20.0}) + "\n")
     card = ship(tmp_path / "two", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
     assert [stage["seed"] for stage in card["stages"]] == [0, 1]
+    assert card["stages"][-1]["validation_history"] == [[2, 2.5, 20.0, None]]  # the curve, kept per stage
+    assert "validation_history" not in card and "validation_history" not in card["stages"][0]
     assert card["steps"] == 4 and card["samples"] == 8  # totals; each stage's own figures under "stages"
     assert "2 stages" in card["headline"] and "2 steps x 2 crops of 32 px, then 2 steps x 2 crops" in card["headline"]
     third = merge(second, {"train": {"seed": 2}})  # the card now describes the second stage's file
@@ -237,6 +241,17 @@ def test_the_headline_says_whether_the_run_behind_an_earlier_step_ran_its_schedu
     assert shipped_step(card) == ""  # the run's last step is shipped: nothing to add
     assert shipped_step({**card, "run_steps": 2500}).endswith("step 2,250, the best validation of its 2,500-step run")
     assert shipped_step({**card, "run_steps": 2400}).endswith("a run stopped at step 2,400 of 2,500")
+
+
+def test_a_start_from_another_checkpoints_run_file_names_that_checkpoint(tmp_path):
+    from train.ship import shipped_as
+
+    (tmp_path / "reblur-n1.json").write_text(json.dumps(
+        {"model": "reblur-n1", "weights_from": "n1-stage4/best.safetensors", "precision": {"dtype": "float16"}}))
+    assert shipped_as("runs/n1-stage4/best.safetensors", tmp_path) == (
+        "the shipped reblur-n1 weights (n1-stage4/best.safetensors, before their float16 rounding)")
+    assert shipped_as("runs/n1-stage4/last.safetensors", tmp_path) is None  # not the file that was shipped
+    assert shipped_as("runs/n1-stage4/best.safetensors", tmp_path / "absent") is None
 
 
 def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):

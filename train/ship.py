@@ -117,12 +117,9 @@ def stage_summary(card: dict) -> dict:
             **({"validation_history": card["validation_history"]} if card.get("validation_history") else {})}
 
 
-HISTORY_KEYS = ("step", "cpu_seconds", "psnr", "psnr_preview")
-
-
 def validation_history(run: Path) -> list[list]:
     """Every validation of a run, from its ``log.jsonl``, as compact rows ``[step, CPU seconds, crops' PSNR,
-    320 px PSNR or None]`` (``HISTORY_KEYS``), so that a shipped card keeps the curve after ``runs/`` is gone
+    preview PSNR or None]``, so that a shipped card keeps the curve after ``runs/`` is gone
     (``benchmarks/training_curves.py --cards`` draws it). Wall seconds stand in for CPU seconds in logs that
     predate the ``cpu_seconds`` field; [] without a log."""
     log = run / "log.jsonl"
@@ -174,8 +171,10 @@ def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
 def shipped_as(start: str, out_dir: Path | None) -> str | None:
     """``"the shipped <model> weights (<run>/<file>)"`` when a card in ``out_dir`` was shipped from the run file
     ``start``; None otherwise."""
+    if out_dir is None or not Path(out_dir).is_dir():
+        return None
     source = f"{Path(start).parent.name}/{Path(start).name}"
-    for path in sorted(Path(out_dir).glob("*.json")) if out_dir is not None and Path(out_dir).is_dir() else []:
+    for path in sorted(Path(out_dir).glob("*.json")):
         card = json.loads(path.read_text())
         if card.get("weights_from") == source:
             rounded = ", before their float16 rounding" if card.get("precision", {}).get("dtype") == "float16" else ""
