@@ -223,6 +223,27 @@ def test_paired_folder_crops_and_flips_both_images_alike_and_pads_small_ones(tmp
             torch.testing.assert_close(sample["blur"], 1 - sample["sharp"], atol=1e-6, rtol=0)
 
 
+def test_noise_on_real_blur_inputs_is_added_to_the_blurry_crop_only_and_only_when_asked(tmp_path):
+    grey = np.full((40, 40, 3), 128, np.uint8)
+    for index in range(2):
+        save_png(tmp_path / "blur" / f"{index}.png", grey)
+        save_png(tmp_path / "sharp" / f"{index}.png", grey)
+    clean = PairedFolder(tmp_path, crop=32, seed=3)
+    noisy = PairedFolder(tmp_path, crop=32, seed=3, noise=[0.02, 0.02])
+    for index in range(2):
+        plain, sample = clean[index], noisy[index]
+        torch.testing.assert_close(plain["blur"], plain["sharp"], atol=0, rtol=0)
+        torch.testing.assert_close(sample["sharp"], plain["sharp"], atol=0, rtol=0)
+        residual = sample["blur"] - sample["sharp"]
+        assert abs(residual.mean().item()) < 0.002 and abs(residual.std().item() - 0.02) < 0.002
+        torch.testing.assert_close(noisy[index]["blur"], sample["blur"], atol=0, rtol=0)  # a function of the index
+    dataset = build_dataset([tmp_path, DATA / "sharp"], crop=16, seed=0, length=4, noise=[0.0, 0.03])
+    paired, photos = dataset.sources
+    assert paired.noise == (0.0, 0.03) and photos.noise is None  # the photo sources keep their own noise
+    with pytest.raises(ValueError, match="noise must be"):
+        PairedFolder(tmp_path, crop=32, seed=0, noise=[0.02, 0.01])
+
+
 def test_paired_folder_reports_a_missing_sharp_image(tmp_path):
     save_png(tmp_path / "seq" / "blur" / "000001.png", random_uint8((8, 8, 3), 0))
     (tmp_path / "seq" / "sharp").mkdir()

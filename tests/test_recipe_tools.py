@@ -155,7 +155,9 @@ def test_the_card_states_the_recipe_actually_used():
     assert "Adam lr 0.0001" in paper and "float32" in paper and "EMA" not in paper and "warm-up" not in paper
     assert "frame windows" not in paper  # GoPro's own 7 to 13 frames go unsaid
     fewer = recipe_summary(load_config("reblur-n2", CONFIG_DIR / "cpu" / "reblur-n2-stage2.toml"))
-    assert "frame windows of 1 to 13 frames (GoPro: 7 to 13)" in fewer
+    assert "frame windows of 1 to 13 frames (GoPro: 7 to 13)" in fewer and "noise" not in fewer
+    noisy = recipe_summary(load_config("lmfn", CONFIG_DIR / "trials" / "lmfn-noise-b.toml"))
+    assert "Gaussian noise of std U[0, 0.02] added to real-blur inputs" in noisy
 
 
 def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_path):

@@ -18,7 +18,8 @@ DEFAULTS = {
     "data": {"crop": 256, "batch_size": 16, "weights": [], "workers": 2, "length": 100_000,
              "scale": None,  # [low, high]: real-blur crops downscaled by a log-uniform factor (train.data)
              "frames": [7, 13],  # [fewest, most] frames a frame folder's window averages (GoPro: 7 to 13)
-             "photo_blur": "kernel"},  # sharp photos blurred by a shake kernel, or "camera": a moving camera's frames
+             "photo_blur": "kernel",  # sharp photos blurred by a shake kernel, or "camera": a moving camera's frames
+             "noise": None},  # [low, high]: std of Gaussian noise on real-blur crops' blurry images (train.data)
     "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},
     "schedule": {"kind": "constant", "steps": 100_000},
     "loss": {},

@@ -209,13 +209,18 @@ class RandomPairs(Dataset):
     generator, so that two draws of the same item in one epoch still get different crops.
     """
 
-    def __init__(self, crop: int | None, seed: int, scale: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, crop: int | None, seed: int, scale: Sequence[float] | None = None, noise: Sequence[float] | None = None
+    ) -> None:
         if crop is not None and crop < 1:
             raise ValueError(f"crop must be a positive number of pixels or None, got {crop}")
         if scale is not None and not (len(scale) == 2 and 1.0 <= scale[0] <= scale[1]):
             raise ValueError(f"scale must be [low, high] with 1 <= low <= high, got {scale}")
+        if noise is not None and not (len(noise) == 2 and 0.0 <= noise[0] <= noise[1]):
+            raise ValueError(f"noise must be [low, high] standard deviations with 0 <= low <= high, got {noise}")
         self.crop = crop
         self.scale = tuple(scale) if scale is not None else None
+        self.noise = tuple(noise) if noise is not None else None
         self.seed = seed
         self.epoch = 0
 
@@ -231,16 +236,28 @@ class RandomPairs(Dataset):
         raise NotImplementedError
 
     def _finish(self, blurry: np.ndarray, sharp: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if self.noise is not None:  # drawn only when asked for, so that the crops of a run without it are unchanged
+            sigma = rng.uniform(*self.noise)
+            blurry = blurry / np.float32(255) if blurry.dtype == np.uint8 else blurry  # decoded pairs are uint8
+            blurry = np.clip(blurry + sigma * rng.standard_normal(blurry.shape, dtype=np.float32), 0.0, 1.0)
         blurry, sharp = random_flips([blurry, sharp], rng)
         return {"blur": to_tensor(blurry), "sharp": to_tensor(sharp)}
 
 
 class PairedFolder(RandomPairs):
     """Real blurry/sharp pairs in the GoPro layout (see ``list_pairs``), randomly cropped and flipped; with
-    ``scale``, each crop is cut from a region up to ``scale[1]`` times larger and downscaled (blur included)."""
+    ``scale``, each crop is cut from a region up to ``scale[1]`` times larger and downscaled (blur included);
+    with ``noise``, Gaussian noise of a standard deviation drawn uniformly from it is added to the blurry crop."""
 
-    def __init__(self, root: str | Path, crop: int | None, seed: int, scale: Sequence[float] | None = None) -> None:
-        super().__init__(crop, seed, scale)
+    def __init__(
+        self,
+        root: str | Path,
+        crop: int | None,
+        seed: int,
+        scale: Sequence[float] | None = None,
+        noise: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(crop, seed, scale, noise)
         self.root = Path(root)
         self.pairs = list_pairs(self.root)
 
@@ -272,6 +289,9 @@ class FrameFolder(RandomPairs):
     ``scale``: [low, high]; each crop is cut from a region a log-uniform factor in that range larger and the
     blurred pair downscaled to the crop, so that small blur (the app's preview sizes) is seen as well as the
     full-size blur of the frames.
+    ``noise``: [low, high]; Gaussian noise of a standard deviation drawn uniformly in that range is added to the
+    blurry crop. An average of N frames holds about 1/sqrt(N) of one frame's sensor noise, so without it every
+    blurry input is cleaner than its sharp target, unlike a real blurred photo (Köhler's, a user's).
     """
 
     def __init__(
@@ -283,8 +303,9 @@ class FrameFolder(RandomPairs):
         max_frames: int = 13,
         exclude: Iterable[int] | Mapping[str, Iterable[int]] = (),
         scale: Sequence[float] | None = None,
+        noise: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(crop, seed, scale)
+        super().__init__(crop, seed, scale, noise)
         self.root = Path(root)
         self.min_half, self.max_half = odd_window_halves(min_frames, max_frames)
         self.sequences = frame_sequences(self.root)
@@ -553,6 +574,7 @@ def build_dataset(
     scale: Sequence[float] | None = None,
     frames: Sequence[int] = (7, 13),
     photo_blur: str = "kernel",
+    noise: Sequence[float] | None = None,
 ) -> MixedDataset:
     """One training dataset of ``length`` samples from several folders, each read as ``dataset_type`` says.
 
@@ -565,7 +587,8 @@ def build_dataset(
     also draws pairs with no blur or little (one or three frames), from which a network learns to leave sharp
     regions as they are. ``photo_blur``: how folders of sharp photos are blurred, "kernel" (``SyntheticFolder``,
     a camera-shake kernel) or "camera" (``MovingCameraFolder``, frames of a moving camera averaged as GoPro's,
-    with the same ``frames`` and ``scale``).
+    with the same ``frames`` and ``scale``). ``noise``: [low, high] standard deviations of Gaussian noise added to
+    the blurry crops of real-blur sources (see ``FrameFolder``; the photo sources add their own).
     """
     if photo_blur not in PHOTO_BLURS:
         raise ValueError(f"photo_blur must be one of {', '.join(PHOTO_BLURS)}, got {photo_blur!r}")
@@ -578,9 +601,9 @@ def build_dataset(
         kind = dataset_type(path)
         if kind is FrameFolder:
             sources.append(FrameFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], exclude=excluded,
-                                       scale=scale))
+                                       scale=scale, noise=noise))
         elif kind is PairedFolder:
-            sources.append(PairedFolder(path, crop, seed, scale=scale))
+            sources.append(PairedFolder(path, crop, seed, scale=scale, noise=noise))
         elif photo_blur == "camera":
             sources.append(MovingCameraFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], scale=scale))
         else:

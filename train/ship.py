@@ -98,6 +98,8 @@ def recipe_summary(config: dict) -> str:
     if list(data.get("frames") or GOPRO_FRAMES) != list(GOPRO_FRAMES):
         parts.append(f"frame windows of {data['frames'][0]} to {data['frames'][1]} frames (GoPro: "
                      f"{GOPRO_FRAMES[0]} to {GOPRO_FRAMES[1]})")
+    if data.get("noise"):
+        parts.append(f"Gaussian noise of std U[{data['noise'][0]:g}, {data['noise'][1]:g}] added to real-blur inputs")
     if data.get("photo_blur", "kernel") == "camera":
         parts.append("sharp photos blurred by a moving camera's frames averaged as GoPro's (train.data.MovingCameraFolder)")
     if config["loss"].get("pixel"):

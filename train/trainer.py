@@ -239,6 +239,7 @@ def train(
         scale=config["data"].get("scale"),
         frames=config["data"]["frames"],
         photo_blur=config["data"]["photo_blur"],
+        noise=config["data"].get("noise"),
     )
     if context.device.type == "cpu" and settings.get("memory_check", True):
         check_fits(model_name, config, dataset)  # before anything large is allocated: a clear refusal, not the OOM killer
