@@ -162,12 +162,12 @@ def test_the_card_states_the_recipe_actually_used():
 
 def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_path):
     rng = np.random.default_rng(2)
-    for index in range(2):  # a tiny GoPro-layout validation folder
+    for index, sequence in enumerate(("SEQ", "SEQ", "OTHER")):  # a tiny GoPro-layout validation folder
         sharp = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
         blurry = ((sharp.astype(np.float32) + np.roll(sharp, 2, axis=1)) / 2).astype(np.uint8)
         for kind, image in (("blur", blurry), ("sharp", sharp)):
-            (tmp_path / "val" / "SEQ" / kind).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(tmp_path / "val" / "SEQ" / kind / f"{10 * index + 1:06d}_avg07.png")
+            (tmp_path / "val" / sequence / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / "val" / sequence / kind / f"{10 * index + 1:06d}_avg07.png")
     config = merge(load_config("lmfn"), {
         "architecture": {"residual": True}, "data": {"crop": 32, "batch_size": 2, "workers": 0},
         "optim": {"name": "adamw", "lr": 3e-3},
@@ -179,6 +179,12 @@ def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_pat
     validations = [r for r in validations if r["kind"] == "val"]
     chosen = max(validations, key=lambda r: r["psnr"] + r["psnr_preview"])
     assert card["validation_best"]["step"] == chosen["step"]
+    for record in validations:  # each sequence's mean is logged beside the mean of all three pairs
+        for size in ("psnr", "psnr_preview"):
+            apart = record[f"{size}_by_sequence"]
+            assert set(apart) == {"SEQ", "OTHER"} and min(apart.values()) <= record[size] <= max(apart.values())
+            assert record[size] == pytest.approx((2 * apart["SEQ"] + apart["OTHER"]) / 3)
+    assert "psnr_by_sequence" not in card["validation_best"]
     with pytest.raises(ValueError, match="val_preview"):
         train(model_name="lmfn", data=[str(photos)], out=tmp_path / "other", context=CPU, max_steps=1,
               progress=False, val=tmp_path / "val", config=merge(config, {"train": {"val_preview": None}}))

@@ -73,10 +73,16 @@ def hardware(context: Context) -> str:
 
 
 @torch.no_grad()
-def validate(model, pairs: Dataset, context: Context) -> dict[str, float]:
-    """Mean PSNR / SSIM of the model (eval mode, clamped output) over the validation pairs."""
+def validate(model, pairs: Dataset, context: Context) -> dict:
+    """Mean PSNR / SSIM of the model (eval mode, clamped output) over the validation pairs, and under
+    ``by_sequence`` the mean PSNR of each sequence's pairs (a pair's name up to its last "/"; "" for a flat folder).
+
+    The sequences are worth seeing apart: a frame folder of one sequence can train a network on the very scene of
+    some validation pairs (their own frames are held out, not their scene), and the mean hides how it does elsewhere.
+    """
     model.eval()
     scores = {"psnr": [], "ssim": []}
+    sequences: dict[str, list[float]] = {}
     for index in range(len(pairs)):
         pair = pairs[index]
         output = model(pair["blur"].unsqueeze(0).to(context.device)).float().cpu()[0]
@@ -84,8 +90,10 @@ def validate(model, pairs: Dataset, context: Context) -> dict[str, float]:
         sharp = pair["sharp"].permute(1, 2, 0).numpy()
         scores["psnr"].append(psnr(restored, sharp))
         scores["ssim"].append(ssim(restored, sharp))
+        sequences.setdefault(pair.get("name", "").rpartition("/")[0], []).append(scores["psnr"][-1])
     model.train()
-    return {key: float(np.mean(values)) for key, values in scores.items()}
+    means = {key: float(np.mean(values)) for key, values in scores.items()}
+    return {**means, "by_sequence": {name: float(np.mean(values)) for name, values in sequences.items()}}
 
 
 class WeightAverage:
@@ -143,6 +151,7 @@ class PreviewPairs(Dataset):
             resized = {
                 key: to_tensor(resize_longest(pair[key].permute(1, 2, 0).numpy(), longest)) for key in ("blur", "sharp")
             }
+            resized["name"] = pair["name"]
             self.items.append(resized)
 
     def __len__(self) -> int:
@@ -305,10 +314,13 @@ def train(
                 paused, cpu_paused = time.perf_counter(), time.process_time()
                 with average.swapped_in(model) if average is not None else nullcontext(model) as evaluated:
                     last_validation = validate(evaluated, pairs, context)
+                    apart = {"psnr_by_sequence": last_validation.pop("by_sequence")}  # logged, not a selection score
                     if preview is not None:
-                        last_validation["psnr_preview"] = validate(evaluated, preview, context)["psnr"]
+                        previewed = validate(evaluated, preview, context)
+                        last_validation["psnr_preview"] = previewed["psnr"]
+                        apart["psnr_preview_by_sequence"] = previewed["by_sequence"]
                     record = {"kind": "val", "step": done, "seconds": paused - began,
-                              "cpu_seconds": cpu_paused - cpu_began, **last_validation}
+                              "cpu_seconds": cpu_paused - cpu_began, **last_validation, **apart}
                     with log_path.open("a") as log:
                         log.write(json.dumps(record) + "\n")
                     if best is None or selection_score(last_validation, settings) > selection_score(best, settings):
