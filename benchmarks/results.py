@@ -136,6 +136,50 @@ def table(scores: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def image_rows(key: str) -> list[dict]:
+    path = RESULTS / key / "evaluation.json"
+    return json.loads(path.read_text())["images"] if path.is_file() else []
+
+
+def gains_by_scene(rows: list[dict], seen: set[str]) -> dict[str, dict[bool, list[float]]]:
+    """{model: {seen?: [PSNR gain over the input, per pair]}}: a pair is "seen" when its sequence (the first part of
+    its image path) is one of ``seen``, the sequences whose frames the training data holds."""
+    inputs = {row["image"]: row["psnr"] for row in rows if row["model"] == "input"}
+    gains: dict[str, dict[bool, list[float]]] = {}
+    for row in rows:
+        if row["model"] == "input" or row["psnr"] is None or row["image"] not in inputs:
+            continue
+        sequence = Path(row["image"]).parts[0]
+        gains.setdefault(row["model"], {True: [], False: []})[sequence in seen].append(row["psnr"] - inputs[row["image"]])
+    return gains
+
+
+def scene_table(seen: set[str]) -> str:
+    """The PSNR gains of the results table split by scene: the pairs of a sequence the training frames come from,
+    and the pairs of the sequences no training data shows."""
+    full, small = gains_by_scene(image_rows("gopro_dev"), seen), gains_by_scene(image_rows("gopro_dev_320"), seen)
+
+    def cell(gains: dict[str, dict[bool, list[float]]], name: str, key: bool) -> str:
+        values = gains.get(name, {}).get(key, [])
+        return f"{sum(values) / len(values):+.2f}" if values else "n/a"
+
+    counts = {key: len(next(iter(full.values()), {}).get(key, [])) for key in (True, False)}
+    lines = [
+        f"| model | gain, scene seen in training ({counts[True]} pairs) | gain, unseen scenes ({counts[False]} pairs) | "
+        f"at {PREVIEW} px: seen | at {PREVIEW} px: unseen |",
+        "|---|---|---|---|---|",
+    ]
+    for name in list_models(include_reference=True):
+        if name in full or name in small:
+            lines.append(f"| {name} | {cell(full, name, True)} | {cell(full, name, False)} | {cell(small, name, True)} | "
+                         f"{cell(small, name, False)} |")
+    lines.append("")
+    lines.append(f"The same rows split by scene: a pair is of a seen scene when its sequence ({', '.join(sorted(seen))}) "
+                 "is one whose frames `../shared/data/gopro_frames` holds (its own frames and 6 either side are held out "
+                 "of training, its scene is not); the mean gain over the input's PSNR, per pair.")
+    return "\n".join(lines)
+
+
 def update_readme(text: str, start: str = START, end: str = END) -> None:
     """Replace the README's text between the ``start`` and ``end`` markers (also used by readme_info.py)."""
     readme = ROOT / "README.md"
@@ -162,7 +206,9 @@ def main() -> int:
         run_evaluations(args.data, args.models, sets)
     scores = summaries()
     update_cards(scores)
-    text = table(scores)
+    frames = args.data / "gopro_frames"
+    seen = {folder.name for folder in frames.iterdir() if folder.is_dir()} if frames.is_dir() else set()
+    text = table(scores) + "\n\n" + scene_table(seen)
     update_readme(text)
     print(text)
     return 0
