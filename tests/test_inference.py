@@ -30,10 +30,10 @@ MULTI_PATCH = {
 
 
 # A trained multi-patch network still computes a tile's patch borders where the whole image has none, and how much
-# that shows depends on what its weights do to the photo: on the noisy synthetic texture of `photo` (far from any
-# blurry photo, which FCN's stage-3 weights change by 21.7 dB) FCN's tiles agree at 37.4 dB (stage 2's: 42.2), on a
-# GoPro crop at 49.3 dB (stage 2's: 52). A multi-patch network is therefore held to the same 45 dB on the crop of a
-# real blurry photo that it was trained for; the others on the texture.
+# that shows depends on what its weights do to the photo: far less on a blurry photo than on the noisy synthetic
+# texture of `photo`, which FCN's weights change heavily (README, Benchmarks, for the figures). A multi-patch network
+# is therefore held to the same 45 dB on the crop of a real blurry photo that it was trained for; the others on the
+# texture.
 def blurry_crop(height, width):
     return to_float_rgb(Image.open(ROOT / "assets" / "gopro-crowd-blur.png"))[200 : 200 + height, 400 : 400 + width]
 
