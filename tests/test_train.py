@@ -252,6 +252,16 @@ def test_a_start_from_another_checkpoints_run_file_names_that_checkpoint(tmp_pat
         "the shipped reblur-n1 weights (n1-stage4/best.safetensors, before their float16 rounding)")
     assert shipped_as("runs/n1-stage4/last.safetensors", tmp_path) is None  # not the file that was shipped
     assert shipped_as("runs/n1-stage4/best.safetensors", tmp_path / "absent") is None
+    from train.ship import sha256
+
+    shipped = tmp_path / "reblur-n1.safetensors"  # a start from the shipped file itself: named with its digest
+    shipped.write_bytes(b"weights")
+    card = {"model": "reblur-n1", "sha256": sha256(shipped), "stages": [{}, {}, {}, {}, {}]}
+    (tmp_path / "reblur-n1.json").write_text(json.dumps(card))
+    assert shipped_as(str(shipped), tmp_path) == (
+        f"the shipped reblur-n1 weights (reblur-n1.safetensors: 5 stages, SHA-256 {sha256(shipped)[:12]})")
+    shipped.write_bytes(b"other weights")  # no longer the file the card describes
+    assert shipped_as(str(shipped), tmp_path) is None
 
 
 def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp_path):

@@ -172,9 +172,18 @@ def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
 
 def shipped_as(start: str, out_dir: Path | None) -> str | None:
     """``"the shipped <model> weights (<run>/<file>)"`` when a card in ``out_dir`` was shipped from the run file
-    ``start``; None otherwise."""
+    ``start``; ``"the shipped <model> weights (<file>: N stages, SHA-256 <prefix>)"`` when ``start`` is a shipped
+    checkpoint in ``out_dir`` that its card still describes (a later stage of that model replaces the file, so the
+    digest says which weights these were); None otherwise."""
     if out_dir is None or not Path(out_dir).is_dir():
         return None
+    card_path = Path(out_dir) / f"{Path(start).stem}.json"
+    if Path(start).is_file() and Path(start).resolve().parent == Path(out_dir).resolve() and card_path.is_file():
+        card, digest = json.loads(card_path.read_text()), sha256(Path(start))
+        if card.get("sha256") == digest:
+            stages = len(card.get("stages") or [card])
+            return (f"the shipped {card['model']} weights ({Path(start).name}: {stages} stage{'s' * (stages > 1)}, "
+                    f"SHA-256 {digest[:12]})")
     source = f"{Path(start).parent.name}/{Path(start).name}"
     for path in sorted(Path(out_dir).glob("*.json")):
         card = json.loads(path.read_text())
