@@ -40,12 +40,13 @@ from train.data import ValidationPairs  # noqa: E402
 from train.trainer import PreviewPairs  # noqa: E402
 
 
-def input_scores(val: str, max_side: int, preview: int | None) -> dict[str, float]:
-    """The blurry input's mean PSNR on the validation crops and, with ``preview``, on the resized frames."""
+def input_scores(val: str, max_side: int, preview: int | None, sequence: str | None = None) -> dict[str, float]:
+    """The blurry input's mean PSNR on the validation crops and, with ``preview``, on the resized frames; with
+    ``sequence``, on that sequence's pairs only."""
     def mean(pairs) -> float:
         return float(np.mean([
             psnr(pairs[i]["blur"].permute(1, 2, 0).numpy(), pairs[i]["sharp"].permute(1, 2, 0).numpy())
-            for i in range(len(pairs))
+            for i in range(len(pairs)) if sequence is None or pairs[i]["name"].rpartition("/")[0] == sequence
         ]))
 
     scores = {"psnr": mean(ValidationPairs(val, max_side=max_side))}
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", default=str(ROOT.parent / "shared" / "data" / "gopro_dev"))
     parser.add_argument("--max-side", type=int, default=256, help="the runs' [train] val_max_side")
     parser.add_argument("--preview", type=int, default=320, help="the runs' [train] val_preview")
+    parser.add_argument("--sequence", help="with --runs: one gopro_dev sequence's pairs only (logged as "
+                                           "psnr_by_sequence since 2026-12-06)")
     args = parser.parse_args(argv)
     if args.cards:
         return plot_cards(args)
@@ -174,22 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     max_side, preview = args.max_side, args.preview
     if not any("psnr_preview" in r for run in args.runs for r in read_log(run) if r["kind"] == "val"):
         preview = None
-    baseline = input_scores(args.val, max_side, preview)
+    baseline = input_scores(args.val, max_side, preview, args.sequence)
     keys = [("psnr", f"validation crops ({max_side} px centre)")]
     if preview:
         keys.append(("psnr_preview", f"whole frames at the app's {preview} px"))
+    if args.sequence:
+        keys = [(key, f"{title}, {args.sequence}") for key, title in keys]
+
+    def value(record: dict, key: str):
+        return record.get(f"{key}_by_sequence", {}).get(args.sequence) if args.sequence else record.get(key)
+
     figure, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
     rows = []
     for run, label in zip(args.runs, labels):
-        records = [r for r in read_log(run) if r["kind"] == "val"]
+        records = [r for r in read_log(run) if r["kind"] == "val" and value(r, "psnr") is not None]
         seconds = [r.get("cpu_seconds", r["seconds"]) for r in records]
         for axis, (key, _) in zip(axes[0], keys):
-            if records and key in records[0]:
-                axis.plot(seconds, [r[key] for r in records], marker=".", label=label)
+            if records and value(records[0], key) is not None:
+                axis.plot(seconds, [value(r, key) for r in records], marker=".", label=label)
         last = records[-1] if records else {}
         rows.append((label, last.get("step"), seconds[-1] if seconds else None,
-                     *(last.get(key) for key, _ in keys), *(max((r[key] for r in records if key in r), default=None)
-                                                            for key, _ in keys)))
+                     *(value(last, key) for key, _ in keys),
+                     *(max((value(r, key) for r in records if value(r, key) is not None), default=None)
+                       for key, _ in keys)))
     for axis, (key, title) in zip(axes[0], keys):
         axis.axhline(baseline[key], color="grey", linestyle="--", label=f"blurry input {baseline[key]:.2f} dB")
         axis.set(xlabel="training CPU seconds", ylabel="PSNR (dB)", title=title)

@@ -217,3 +217,29 @@ def test_a_cards_stages_line_up_on_one_cpu_seconds_axis_and_a_log_trend_is_recov
     a, b = log_fit([(t, 29.0 + 0.5 * math.log(t)) for t in (10.0, 20.0, 40.0, 80.0, 160.0, 320.0)])
     assert b == pytest.approx(0.5) and a == pytest.approx(29.0)
     assert log_fit(last) is None  # two points in the second half: too few to fit
+
+
+def test_curves_of_one_sequence_read_its_logged_means_and_its_own_input(tmp_path, capsys):
+    from benchmarks.training_curves import input_scores, main
+
+    rng = np.random.default_rng(4)
+    for index, sequence in enumerate(("SEEN", "SEEN", "OTHER")):
+        sharp = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        blurry = ((sharp.astype(np.float32) + np.roll(sharp, 1 + 2 * index, axis=1)) / 2).astype(np.uint8)
+        for kind, image in (("blur", blurry), ("sharp", sharp)):
+            (tmp_path / "val" / sequence / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / "val" / sequence / kind / f"{10 * index + 1:06d}_avg07.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"kind": "val", "step": step, "seconds": 2.0 * step, "cpu_seconds": float(step), "psnr": 20.0 + step,
+                "psnr_preview": 19.0, "psnr_by_sequence": {"SEEN": 21.0 + step, "OTHER": 18.0 + step},
+                "psnr_preview_by_sequence": {"SEEN": 19.5, "OTHER": 18.0}} for step in (1, 2)]
+    (run / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    main(["--runs", str(run), "--out", str(tmp_path / "other.png"), "--val", str(tmp_path / "val"),
+          "--max-side", "32", "--preview", "32", "--sequence", "OTHER"])
+    table = capsys.readouterr().out.splitlines()
+    other = input_scores(str(tmp_path / "val"), 32, 32, "OTHER")
+    assert other != input_scores(str(tmp_path / "val"), 32, 32)  # the one pair's own input, not the mean of three
+    assert table[2] == f"| blurry input | | | {other['psnr']:.2f} | {other['psnr_preview']:.2f} | | |"
+    assert table[3] == "| run | 2 | 2 | 20.00 | 18.00 | 20.00 | 18.00 |"  # OTHER's last and best, not the means
+    assert (tmp_path / "other.png").is_file()
