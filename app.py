@@ -177,7 +177,8 @@ def reach_line() -> str:
     return (f"**What the shipped weights reach**: dB of PSNR over the blurry input on {frames} GoPro frames held "
             f"out from training, at full size / at the {PREVIEW_SIZE} px preview: " + ", ".join(parts) + ". The "
             "papers' networks were trained on this project's 2 CPUs (each card says how long), and gain most on the "
-            "scene of their real-blur training frames, which several of these frames show (README: Scenes seen and unseen)"
+            "scene of their real-blur training frames, which several of these frames show (README: Scenes seen and "
+            "unseen)"
             + (f"; {' and '.join(references)} runs its authors' weights." if references else "."))
 
 
