@@ -311,3 +311,19 @@ def test_a_cpu_without_bfloat16_trains_in_float32_and_the_card_says_so(photos, t
     assert card["config"]["train"]["cpu_bf16"] is False
     from train.ship import recipe_summary
     assert "float32" in recipe_summary(card["config"]) and "bfloat16" not in recipe_summary(card["config"])
+
+
+def test_a_start_from_another_models_shipped_checkpoint_carries_its_stages_under_its_name(tmp_path):
+    from train.ship import earlier_stages, sha256
+
+    start = tmp_path / "reblur-n1.safetensors"
+    start.write_bytes(b"reblur-n1 weights")
+    stages = [{"steps": 700, "samples": 2800}, {"steps": 600, "samples": 4800}]
+    (tmp_path / "reblur-n1.json").write_text(json.dumps(
+        {"model": "reblur-n1", "sha256": sha256(start), "stages": stages, "teacher": None, "losses_used": ["L1"]}))
+    run_card = {"config": {"train": {"init": str(start)}}}
+    earlier = earlier_stages(run_card, "reblur-n2", tmp_path)
+    assert [stage["steps"] for stage in earlier] == [700, 600] and {stage["model"] for stage in earlier} == {"reblur-n1"}
+    assert earlier[0]["losses_used"] == ["L1"]
+    start.write_bytes(b"a later reblur-n1 stage")  # the card no longer describes the file: nothing to carry
+    assert earlier_stages(run_card, "reblur-n2", tmp_path) == []

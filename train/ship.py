@@ -67,8 +67,11 @@ def headline(name: str, run_card: dict, architecture: dict, earlier: list[dict] 
         stages = [*earlier, stage_summary(run_card)]
         steps = ", then ".join(f"{stage['steps']:,} steps x {stage['batch_size']} crops of {stage['crop']} px"
                                for stage in stages)
+        borrowed = [stage["model"] for stage in earlier if stage.get("model", name) != name]
+        lineage = (f" (the first {len(borrowed)} as {borrowed[0]}, whose shipped weights this run started from)"
+                   if borrowed else "")
         return (
-            f"{name}, {shape}; {device} schedule in {len(stages)} stages, each continuing the last: {steps} "
+            f"{name}, {shape}; {device} schedule in {len(stages)} stages, each continuing the last{lineage}: {steps} "
             f"({sum(stage['samples'] for stage in stages):,} samples), "
             f"{sum(stage['wall_seconds'] for stage in stages) / 60:.0f} min on {run_card['hardware']}"
         )
@@ -136,8 +139,19 @@ def validation_history(run: Path) -> list[list]:
 def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     """The stages behind the shipped checkpoint when this run started from it: ``[train] init`` naming
     ``<out_dir>/<name>.safetensors`` (still the file its card describes) or the run file it was shipped from
-    (the card's ``weights_from``, ``<run folder>/<file>``); [] otherwise."""
+    (the card's ``weights_from``, ``<run folder>/<file>``); or naming another model's shipped checkpoint in
+    ``out_dir`` that its card still describes, whose stages are then listed with that model's name; [] otherwise."""
     start = run_card["config"]["train"].get("init")
+    if start and Path(start).is_file() and Path(start).resolve().parent == Path(out_dir).resolve() \
+            and Path(start).stem != name and (Path(out_dir) / f"{Path(start).stem}.json").is_file():
+        # another model's shipped checkpoint (Reblur-n2 starts from Reblur-n1's): its stages, marked with its name,
+        # while its card still describes the file (a later stage of that model replaces it)
+        card = json.loads((Path(out_dir) / f"{Path(start).stem}.json").read_text())
+        if card.get("sha256") != sha256(Path(start)):
+            return []
+        stages = card.get("stages") or [stage_summary(card)]
+        return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage,
+                 "model": card["model"]} for stage in stages]
     target = out_dir / f"{name}.safetensors"
     shipped = out_dir / f"{name}.json"
     if not start or not target.is_file() or not shipped.is_file():
