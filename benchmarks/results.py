@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.__main__ import write_report  # noqa: E402
 from core.registry import checkpoint_path, list_models, shipped_card  # noqa: E402
+from train.data import seen_sequences  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -206,9 +207,7 @@ def main() -> int:
         run_evaluations(args.data, args.models, sets)
     scores = summaries()
     update_cards(scores)
-    frames = args.data / "gopro_frames"
-    seen = {folder.name for folder in frames.iterdir() if folder.is_dir()} if frames.is_dir() else set()
-    text = table(scores) + "\n\n" + scene_table(seen)
+    text = table(scores) + "\n\n" + scene_table(seen_sequences(args.data / "gopro_frames"))
     update_readme(text)
     print(text)
     return 0

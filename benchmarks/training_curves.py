@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.metrics import psnr  # noqa: E402
-from train.data import ValidationPairs  # noqa: E402
+from train.data import ValidationPairs, pair_sequence  # noqa: E402
 from train.trainer import PreviewPairs  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def input_scores(val: str, max_side: int, preview: int | None, sequence: str | N
     def mean(pairs) -> float:
         return float(np.mean([
             psnr(pairs[i]["blur"].permute(1, 2, 0).numpy(), pairs[i]["sharp"].permute(1, 2, 0).numpy())
-            for i in range(len(pairs)) if sequence is None or pairs[i]["name"].rpartition("/")[0] == sequence
+            for i in range(len(pairs)) if sequence is None or pair_sequence(pairs[i]["name"]) == sequence
         ]))
 
     scores = {"psnr": mean(ValidationPairs(val, max_side=max_side))}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from core.own import read_checkpoint  # noqa: E402
 from core.registry import create_model  # noqa: E402
 from train.config import DEFAULTS  # noqa: E402
-from train.data import ValidationPairs  # noqa: E402
+from train.data import ValidationPairs, seen_sequences  # noqa: E402
 from train.distributed import Context  # noqa: E402
 from train.trainer import PreviewPairs, validate  # noqa: E402
 
@@ -55,7 +55,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     crops = ValidationPairs(args.val, max_side=DEFAULTS["train"]["val_max_side"])
     frames = PreviewPairs(ValidationPairs(args.val), PREVIEW)
-    seen = {folder.name for folder in args.frames.iterdir() if folder.is_dir()} if args.frames.is_dir() else set()
+    seen = seen_sequences(args.frames)
     entries = [("blurry input", Identity())]
     entries += [(name, create_model(name, pretrained=True)) for name in filter(None, args.models.split(","))]
     entries += [(str(path), read_checkpoint(path)[1]) for path in args.checkpoints]

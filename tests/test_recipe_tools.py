@@ -243,3 +243,16 @@ def test_curves_of_one_sequence_read_its_logged_means_and_its_own_input(tmp_path
     assert table[2] == f"| blurry input | | | {other['psnr']:.2f} | {other['psnr_preview']:.2f} | | |"
     assert table[3] == "| run | 2 | 2 | 20.00 | 18.00 | 20.00 | 18.00 |"  # OTHER's last and best, not the means
     assert (tmp_path / "other.png").is_file()
+
+
+def test_a_pairs_sequence_and_the_sequences_a_frame_folder_holds(tmp_path):
+    assert data.pair_sequence("GOPR0384_11_02/000698_avg08.png") == "GOPR0384_11_02"
+    assert data.pair_sequence("000698_avg08.png") == ""  # a flat blur/ + sharp/ folder
+    frame = np.full((24, 32, 3), 128, dtype=np.uint8)
+    for sequence in ("SEQ_A", "SEQ_B"):
+        (tmp_path / "frames" / sequence).mkdir(parents=True)
+        for number in range(1, 9):
+            Image.fromarray(frame).save(tmp_path / "frames" / sequence / f"{number:06d}.png")
+    (tmp_path / "frames" / "notes").mkdir()  # a folder without numbered frames is no sequence
+    assert data.seen_sequences(tmp_path / "frames") == {"SEQ_A", "SEQ_B"}
+    assert data.seen_sequences(tmp_path / "absent") == set()

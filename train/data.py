@@ -165,6 +165,17 @@ def frame_sequences(root: str | Path) -> list[tuple[str, dict[int, Path]]]:
     return [(name, frames) for name, frames in sequences if frames]
 
 
+def pair_sequence(name: str) -> str:
+    """The sequence of a validation pair named as ``list_pairs`` names it (``<seq>/<file>``; "" when flat)."""
+    return name.rpartition("/")[0]
+
+
+def seen_sequences(root: str | Path) -> set[str]:
+    """The names of the frame sequences a frame folder holds (``frame_sequences``); none when it is absent: the
+    validation pairs of these sequences show a scene a run on that folder trained on."""
+    return {name for name, _ in frame_sequences(root)} if Path(root).is_dir() else set()
+
+
 def _thumbnail(path: Path) -> tuple[tuple[int, int], np.ndarray]:
     with Image.open(path) as image:
         size = image.size

@@ -136,22 +136,29 @@ def validation_history(run: Path) -> list[list]:
             for r in records if r.get("kind") == "val"]
 
 
+def described_checkpoint(start: str | None, out_dir: Path | None) -> dict | None:
+    """The card of ``start`` when it is a shipped checkpoint in ``out_dir`` (``<model>.safetensors`` beside
+    ``<model>.json``) that its card still describes (the same SHA-256); None otherwise, e.g. once a later stage of
+    that model has replaced the file."""
+    if not start or out_dir is None or not Path(start).is_file():
+        return None
+    card_path = Path(out_dir) / f"{Path(start).stem}.json"
+    if Path(start).resolve().parent != Path(out_dir).resolve() or not card_path.is_file():
+        return None
+    card = json.loads(card_path.read_text())
+    return card if card.get("sha256") == sha256(Path(start)) else None
+
+
 def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     """The stages behind the shipped checkpoint when this run started from it: ``[train] init`` naming
     ``<out_dir>/<name>.safetensors`` (still the file its card describes) or the run file it was shipped from
     (the card's ``weights_from``, ``<run folder>/<file>``); or naming another model's shipped checkpoint in
     ``out_dir`` that its card still describes, whose stages are then listed with that model's name; [] otherwise."""
     start = run_card["config"]["train"].get("init")
-    if start and Path(start).is_file() and Path(start).resolve().parent == Path(out_dir).resolve() \
-            and Path(start).stem != name and (Path(out_dir) / f"{Path(start).stem}.json").is_file():
-        # another model's shipped checkpoint (Reblur-n2 starts from Reblur-n1's): its stages, marked with its name,
-        # while its card still describes the file (a later stage of that model replaces it)
-        card = json.loads((Path(out_dir) / f"{Path(start).stem}.json").read_text())
-        if card.get("sha256") != sha256(Path(start)):
-            return []
-        stages = card.get("stages") or [stage_summary(card)]
-        return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage,
-                 "model": card["model"]} for stage in stages]
+    other = described_checkpoint(start, out_dir) if start and Path(start).stem != name else None
+    if other is not None:  # another model's shipped checkpoint (Reblur-n2 starts from Reblur-n1's): its stages
+        return [{"losses_used": other.get("losses_used"), "teacher": other.get("teacher"), **stage,
+                 "model": other["model"]} for stage in other.get("stages") or [stage_summary(other)]]
     target = out_dir / f"{name}.safetensors"
     shipped = out_dir / f"{name}.json"
     if not start or not target.is_file() or not shipped.is_file():
@@ -191,13 +198,11 @@ def shipped_as(start: str, out_dir: Path | None) -> str | None:
     digest says which weights these were); None otherwise."""
     if out_dir is None or not Path(out_dir).is_dir():
         return None
-    card_path = Path(out_dir) / f"{Path(start).stem}.json"
-    if Path(start).is_file() and Path(start).resolve().parent == Path(out_dir).resolve() and card_path.is_file():
-        card, digest = json.loads(card_path.read_text()), sha256(Path(start))
-        if card.get("sha256") == digest:
-            stages = len(card.get("stages") or [card])
-            return (f"the shipped {card['model']} weights ({Path(start).name}: {stages} stage{'s' * (stages > 1)}, "
-                    f"SHA-256 {digest[:12]})")
+    card = described_checkpoint(start, out_dir)
+    if card is not None:
+        stages = len(card.get("stages") or [card])
+        return (f"the shipped {card['model']} weights ({Path(start).name}: {stages} stage{'s' * (stages > 1)}, "
+                f"SHA-256 {card['sha256'][:12]})")
     source = f"{Path(start).parent.name}/{Path(start).name}"
     for path in sorted(Path(out_dir).glob("*.json")):
         card = json.loads(path.read_text())

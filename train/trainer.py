@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.metrics import psnr, ssim
 from core.registry import create_model, get_card
-from train.data import ValidationPairs, build_dataset, to_tensor
+from train.data import ValidationPairs, build_dataset, pair_sequence, to_tensor
 from train.distributed import Context, barrier, broadcast_parameters
 from train.memory import check_fits
 from train.recipes import RECIPES
@@ -90,7 +90,7 @@ def validate(model, pairs: Dataset, context: Context) -> dict:
         sharp = pair["sharp"].permute(1, 2, 0).numpy()
         scores["psnr"].append(psnr(restored, sharp))
         scores["ssim"].append(ssim(restored, sharp))
-        sequences.setdefault(pair.get("name", "").rpartition("/")[0], []).append(scores["psnr"][-1])
+        sequences.setdefault(pair_sequence(pair.get("name", "")), []).append(scores["psnr"][-1])
     model.train()
     means = {key: float(np.mean(values)) for key, values in scores.items()}
     return {**means, "by_sequence": {name: float(np.mean(values)) for name, values in sequences.items()}}
