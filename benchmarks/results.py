@@ -10,11 +10,17 @@ Every model runs each image whole (``--tile 0``), as the papers evaluate: MAXIM'
 the whole input into a fixed grid, so its tiles would not compute what the whole image does. The raw per-image
 results stay in ``benchmarks/results/<set>/evaluation.{csv,json}``; ``--skip-eval``
 rebuilds the cards and the table from them without running the models again.
+
+Each model's summary row is stamped with the SHA-256 of the checkpoint it was measured on ("weights_sha256"), and the
+cards and table are rebuilt only from rows whose digest matches the shipped file: after a new checkpoint is shipped,
+``--skip-eval`` stops and names the models to measure again, rather than putting old scores on new weights. Rows
+written before the stamp existed (none recorded) are used with a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -45,6 +51,7 @@ def run_evaluations(data: Path, models: str, sets: list[str]) -> None:
                    "--output", str(output), "--tile", "0", *(["--size", str(size)] if size else [])]
         print("+", " ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
+        stamp_digests(output / "evaluation.json")
         if not whole:
             merge_partial(RESULTS / key, output)
 
@@ -60,6 +67,41 @@ def merge_partial(folder: Path, partial: Path) -> None:
     for name in ("evaluation.json", "evaluation.csv"):
         (partial / name).unlink(missing_ok=True)
     partial.rmdir()
+
+
+def weights_digest(name: str) -> str | None:
+    """SHA-256 of the model's shipped checkpoint file, None for a model without one (the input, a baseline)."""
+    if name not in list_models(include_reference=True):
+        return None
+    path = checkpoint_path(name)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def stamp_digests(report: Path) -> None:
+    """Write into each summary row the digest of the checkpoint its model was measured on (the file has not changed
+    since: the evaluation has just run on it)."""
+    stored = json.loads(report.read_text())
+    for row in stored["summary"]:
+        digest = weights_digest(row["model"])
+        if digest:
+            row["weights_sha256"] = digest
+    report.write_text(json.dumps(stored, indent=2, allow_nan=False))
+
+
+def stale_scores(scores: dict[str, dict[str, dict]]) -> tuple[dict[str, list[str]], list[str]]:
+    """({model: [sets whose row was measured on other weights than the shipped file]}, [models whose rows carry no
+    digest]): the first must be measured again before a card or the table shows them."""
+    stale, unchecked = {}, set()
+    for key, rows in scores.items():
+        for name, row in rows.items():
+            if name not in list_models(include_reference=True):
+                continue
+            recorded, shipped = row.get("weights_sha256"), weights_digest(name)
+            if recorded is None:
+                unchecked.add(name)
+            elif recorded != shipped:
+                stale.setdefault(name, []).append(key)
+    return stale, sorted(unchecked)
 
 
 def summaries() -> dict[str, dict[str, dict]]:
@@ -192,13 +234,13 @@ def update_readme(text: str, start: str = START, end: str = END) -> None:
     readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--models", default="all")
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
     parser.add_argument("--skip-eval", action="store_true", help="reuse benchmarks/results/*/evaluation.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sets = args.sets.split(",")
     unknown = [key for key in sets if key not in SETS]
     if unknown:
@@ -206,6 +248,16 @@ def main() -> int:
     if not args.skip_eval:
         run_evaluations(args.data, args.models, sets)
     scores = summaries()
+    stale, unchecked = stale_scores(scores)
+    if stale:
+        names = ",".join(sorted(stale))
+        print("error: scores measured on other weights than the shipped checkpoints: "
+              + "; ".join(f"{name} ({', '.join(keys)})" for name, keys in sorted(stale.items()))
+              + f". Measure them again: python benchmarks/results.py --models {names}", file=sys.stderr)
+        return 1
+    if unchecked:
+        print(f"note: the stored scores of {', '.join(unchecked)} carry no weights digest (measured before the stamp "
+              "existed): not checked against the shipped files", file=sys.stderr)
     update_cards(scores)
     text = table(scores) + "\n\n" + scene_table(seen_sequences(args.data / "gopro_frames"))
     update_readme(text)

@@ -256,3 +256,32 @@ def test_a_pairs_sequence_and_the_sequences_a_frame_folder_holds(tmp_path):
     (tmp_path / "frames" / "notes").mkdir()  # a folder without numbered frames is no sequence
     assert data.seen_sequences(tmp_path / "frames") == {"SEQ_A", "SEQ_B"}
     assert data.seen_sequences(tmp_path / "absent") == set()
+
+
+def test_stored_scores_of_other_weights_stop_the_results_rebuild(tmp_path, monkeypatch, capsys):
+    import benchmarks.results as results
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    shipped = results.weights_digest("lmfn")
+    assert shipped is not None and results.weights_digest("input") is None
+    rows = [{"model": "input", "psnr": 27.0, "ssim": 0.8, "images": 1}, {"model": "lmfn", "psnr": 28.0, "ssim": 0.9,
+                                                                         "images": 1}]
+    (tmp_path / "gopro_dev").mkdir()
+    report = tmp_path / "gopro_dev" / "evaluation.json"
+    report.write_text(json.dumps({"summary": rows, "images": []}))
+    results.stamp_digests(report)  # what run_evaluations does after each evaluation
+    stamped = {row["model"]: row for row in json.loads(report.read_text())["summary"]}
+    assert stamped["lmfn"]["weights_sha256"] == shipped and "weights_sha256" not in stamped["input"]
+    assert results.stale_scores(results.summaries()) == ({}, [])
+
+    stamped["lmfn"]["weights_sha256"] = "0" * 64  # measured on weights shipped before the current file
+    report.write_text(json.dumps({"summary": list(stamped.values()), "images": []}))
+    assert results.stale_scores(results.summaries()) == ({"lmfn": ["gopro_dev"]}, [])
+    monkeypatch.setattr(results, "update_cards", lambda scores: pytest.fail("cards rebuilt from stale scores"))
+    monkeypatch.setattr(results, "update_readme", lambda text: pytest.fail("README rebuilt from stale scores"))
+    assert results.main(["--skip-eval", "--sets", "gopro_dev"]) == 1
+    assert "python benchmarks/results.py --models lmfn" in capsys.readouterr().err
+
+    del stamped["lmfn"]["weights_sha256"]  # a row from before the stamp: used, with a note
+    report.write_text(json.dumps({"summary": list(stamped.values()), "images": []}))
+    assert results.stale_scores(results.summaries()) == ({}, ["lmfn"])
