@@ -1,6 +1,7 @@
 """Blur synthesis (core.blur) and the training datasets (train.data), checked against the shared GoPro data."""
 
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -473,5 +474,12 @@ def test_build_dataset_blurs_photos_by_a_moving_camera_when_asked(tmp_path):
     save_png(tmp_path / "a.png", random_uint8((70, 90, 3), 3))
     (photos,) = build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="camera", frames=(3, 5)).sources
     assert isinstance(photos, MovingCameraFolder) and (photos.min_half, photos.max_half) == (1, 2)
+    assert photos.extent == (0.5, 32.0)
+    (longer,) = build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="camera", camera_extent=[8, 64]).sources
+    assert longer.extent == (8.0, 64.0)
+    paths = [longer.motion(32, np.random.default_rng(i)).shift for i in range(50)]
+    assert all(8.0 - 1e-9 <= math.hypot(*shift) <= 64.0 + 1e-9 for shift in paths)
+    with pytest.raises(ValueError, match="camera path lengths"):
+        build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="camera", camera_extent=[0, 64])
     with pytest.raises(ValueError, match="photo_blur"):
         build_dataset([tmp_path], crop=32, seed=0, length=4, photo_blur="wind")

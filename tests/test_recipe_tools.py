@@ -158,6 +158,10 @@ def test_the_card_states_the_recipe_actually_used():
     assert "frame windows of 1 to 13 frames (GoPro: 7 to 13)" in fewer and "noise" not in fewer
     noisy = recipe_summary(load_config("lmfn", CONFIG_DIR / "trials" / "lmfn-noise-b.toml"))
     assert "Gaussian noise of std U[0, 0.02] added to real-blur inputs" in noisy
+    camera = load_config("fcn", CONFIG_DIR / "cpu" / "fcn-stage5.toml")
+    assert recipe_summary(camera).endswith("averaged as GoPro's (train.data.MovingCameraFolder)")  # the default paths
+    longer = recipe_summary(merge(camera, {"data": {"camera_extent": [0.5, 64.0]}}))
+    assert "(train.data.MovingCameraFolder, camera paths of 0.5 to 64 crop pixels)" in longer
 
 
 def test_best_can_be_chosen_on_crops_and_preview_frames_together(photos, tmp_path):

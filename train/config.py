@@ -19,6 +19,7 @@ DEFAULTS = {
              "scale": None,  # [low, high]: real-blur crops downscaled by a log-uniform factor (train.data)
              "frames": [7, 13],  # [fewest, most] frames a frame folder's window averages (GoPro: 7 to 13)
              "photo_blur": "kernel",  # sharp photos blurred by a shake kernel, or "camera": a moving camera's frames
+             "camera_extent": [0.5, 32.0],  # [shortest, longest] camera path in crop pixels ("camera" only)
              "noise": None},  # [low, high]: std of Gaussian noise on real-blur crops' blurry images (train.data)
     "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},
     "schedule": {"kind": "constant", "steps": 100_000},

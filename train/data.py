@@ -437,6 +437,8 @@ class MovingCameraFolder(RandomPairs):
             raise ValueError("MovingCameraFolder draws crops: give a crop size")
         self.root = Path(root)
         self.min_half, self.max_half = odd_window_halves(min_frames, max_frames)
+        if not 0 < extent[0] <= extent[1]:
+            raise ValueError(f"the camera path lengths must satisfy 0 < shortest <= longest, got {tuple(extent)}")
         self.extent, self.roll, self.zoom, self.noise_sigma = extent, roll, zoom, noise_sigma
         self.photos = image_files(self.root, recursive=True)
         if not self.photos:
@@ -586,6 +588,7 @@ def build_dataset(
     frames: Sequence[int] = (7, 13),
     photo_blur: str = "kernel",
     noise: Sequence[float] | None = None,
+    camera_extent: Sequence[float] = (0.5, 32.0),
 ) -> MixedDataset:
     """One training dataset of ``length`` samples from several folders, each read as ``dataset_type`` says.
 
@@ -598,7 +601,7 @@ def build_dataset(
     also draws pairs with no blur or little (one or three frames), from which a network learns to leave sharp
     regions as they are. ``photo_blur``: how folders of sharp photos are blurred, "kernel" (``SyntheticFolder``,
     a camera-shake kernel) or "camera" (``MovingCameraFolder``, frames of a moving camera averaged as GoPro's,
-    with the same ``frames`` and ``scale``). ``noise``: [low, high] standard deviations of Gaussian noise added to
+    with the same ``frames`` and ``scale`` and camera paths of ``camera_extent`` crop pixels). ``noise``: [low, high] standard deviations of Gaussian noise added to
     the blurry crops of real-blur sources (see ``FrameFolder``; the photo sources add their own).
     """
     if photo_blur not in PHOTO_BLURS:
@@ -616,7 +619,8 @@ def build_dataset(
         elif kind is PairedFolder:
             sources.append(PairedFolder(path, crop, seed, scale=scale, noise=noise))
         elif photo_blur == "camera":
-            sources.append(MovingCameraFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], scale=scale))
+            sources.append(MovingCameraFolder(path, crop, seed, min_frames=frames[0], max_frames=frames[1], scale=scale,
+                                              extent=(float(camera_extent[0]), float(camera_extent[1]))))
         else:
             sources.append(kind(path, crop, seed))
         if kind is PairedFolder and validation_files & {blurry.resolve() for _, blurry, _ in sources[-1].pairs}:

@@ -248,6 +248,7 @@ def train(
         scale=config["data"].get("scale"),
         frames=config["data"]["frames"],
         photo_blur=config["data"]["photo_blur"],
+        camera_extent=config["data"]["camera_extent"],
         noise=config["data"].get("noise"),
     )
     if context.device.type == "cpu" and settings.get("memory_check", True):
