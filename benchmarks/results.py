@@ -14,13 +14,13 @@ rebuilds the cards and the table from them without running the models again.
 Each model's summary row is stamped with the SHA-256 of the checkpoint it was measured on ("weights_sha256"), and the
 cards and table are rebuilt only from rows whose digest matches the shipped file: after a new checkpoint is shipped,
 ``--skip-eval`` stops and names the models to measure again, rather than putting old scores on new weights. Rows
-written before the stamp existed (none recorded) are used with a note.
+written before the stamp existed carry no digest: they are used, and a note names their models.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
 import os
 import subprocess
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.__main__ import write_report  # noqa: E402
-from core.registry import checkpoint_path, list_models, shipped_card  # noqa: E402
+from core.registry import checkpoint_path, file_sha256, list_models, shipped_card  # noqa: E402
 from train.data import seen_sequences  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -74,7 +74,7 @@ def weights_digest(name: str) -> str | None:
     if name not in list_models(include_reference=True):
         return None
     path = checkpoint_path(name)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def stamp_digests(report: Path) -> None:
@@ -92,11 +92,12 @@ def stale_scores(scores: dict[str, dict[str, dict]]) -> tuple[dict[str, list[str
     """({model: [sets whose row was measured on other weights than the shipped file]}, [models whose rows carry no
     digest]): the first must be measured again before a card or the table shows them."""
     stale, unchecked = {}, set()
+    digest = functools.cache(weights_digest)  # each file hashed once, not once per set
     for key, rows in scores.items():
         for name, row in rows.items():
             if name not in list_models(include_reference=True):
                 continue
-            recorded, shipped = row.get("weights_sha256"), weights_digest(name)
+            recorded, shipped = row.get("weights_sha256"), digest(name)
             if recorded is None:
                 unchecked.add(name)
             elif recorded != shipped:

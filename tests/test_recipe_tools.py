@@ -289,3 +289,15 @@ def test_stored_scores_of_other_weights_stop_the_results_rebuild(tmp_path, monke
     del stamped["lmfn"]["weights_sha256"]  # a row from before the stamp: used, with a note
     report.write_text(json.dumps({"summary": list(stamped.values()), "images": []}))
     assert results.stale_scores(results.summaries()) == ({}, ["lmfn"])
+
+
+def test_the_blur_length_estimate_recovers_a_known_straight_blur():
+    from scipy.ndimage import convolve
+
+    from benchmarks.blur_length import best_line, line_kernel
+
+    assert line_kernel(12, 0.3).sum() == pytest.approx(1.0)
+    sharp = np.random.default_rng(3).random((128, 128))
+    blurry = convolve(sharp, line_kernel(16, np.pi / 2), mode="reflect")
+    length, angle, fit = best_line(blurry, sharp)
+    assert (length, round(angle)) == (16.0, 90) and fit > 60

@@ -601,8 +601,9 @@ def build_dataset(
     also draws pairs with no blur or little (one or three frames), from which a network learns to leave sharp
     regions as they are. ``photo_blur``: how folders of sharp photos are blurred, "kernel" (``SyntheticFolder``,
     a camera-shake kernel) or "camera" (``MovingCameraFolder``, frames of a moving camera averaged as GoPro's,
-    with the same ``frames`` and ``scale`` and camera paths of ``camera_extent`` crop pixels). ``noise``: [low, high] standard deviations of Gaussian noise added to
-    the blurry crops of real-blur sources (see ``FrameFolder``; the photo sources add their own).
+    with the same ``frames`` and ``scale`` and camera paths of ``camera_extent`` crop pixels). ``noise``: [low, high]
+    standard deviations of Gaussian noise added to the blurry crops of real-blur sources (see ``FrameFolder``; the
+    photo sources add their own).
     """
     if photo_blur not in PHOTO_BLURS:
         raise ValueError(f"photo_blur must be one of {', '.join(PHOTO_BLURS)}, got {photo_blur!r}")

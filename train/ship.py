@@ -34,7 +34,7 @@ from train.trainer import validate
 
 FP16_TOLERANCE_DB = 0.05
 GOPRO_FRAMES = DEFAULTS["data"]["frames"]  # the frame windows of GoPro's own pairs
-CAMERA_EXTENT = DEFAULTS["data"]["camera_extent"]  # the moving-camera photos' path lengths unless a config says otherwise
+CAMERA_EXTENT = DEFAULTS["data"]["camera_extent"]  # the moving-camera photos' path lengths unless a config sets them
 
 
 sha256 = file_sha256
@@ -106,8 +106,10 @@ def recipe_summary(config: dict) -> str:
         parts.append(f"Gaussian noise of std U[{data['noise'][0]:g}, {data['noise'][1]:g}] added to real-blur inputs")
     if data.get("photo_blur", "kernel") == "camera":
         extent = data.get("camera_extent") or CAMERA_EXTENT
-        parts.append("sharp photos blurred by a moving camera's frames averaged as GoPro's (train.data.MovingCameraFolder"
-                     + (f", camera paths of {extent[0]:g} to {extent[1]:g} crop pixels)" if list(extent) != list(CAMERA_EXTENT) else ")"))
+        changed = list(extent) != list(CAMERA_EXTENT)
+        paths = f", camera paths of {extent[0]:g} to {extent[1]:g} crop pixels" if changed else ""
+        parts.append("sharp photos blurred by a moving camera's frames averaged as GoPro's "
+                     f"(train.data.MovingCameraFolder{paths})")
     if config["loss"].get("pixel"):
         parts.append(f"pixel loss {config['loss']['pixel']}")
     return "; ".join(parts)
