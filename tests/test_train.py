@@ -212,6 +212,27 @@ def test_a_run_continuing_the_shipped_checkpoint_ships_as_a_second_stage(photos,
         ship(tmp_path / "three", "reblur-n1", weights="last.safetensors", out_dir=tmp_path / "ckpt")
 
 
+def test_kept_steps_ship_as_that_steps_weights_and_say_what_chose_them(photos, teacher_path, tmp_path):
+    from train.ship import ship
+
+    reduced = {"deblur_widths": [8, 16, 24], "deblur_resblocks": 1, "reblur_channels": 8}
+    config = merge(tiny_config("reblur-n1", teacher_path, keep_every=2), {"architecture": reduced})
+    train(model_name="reblur-n1", data=[str(photos)], out=tmp_path / "run", config=config, context=CPU,
+          max_steps=5, progress=False, val=None)
+    kept = sorted(path.name for path in (tmp_path / "run").glob("step-*.safetensors"))
+    assert kept == ["step-000002.safetensors", "step-000004.safetensors"]
+    second, fourth = (load_file(str(tmp_path / "run" / name)) for name in kept)
+    assert any(not torch.equal(second[key], fourth[key]) for key in second)  # each the weights of its own step
+    with pytest.raises(ValueError, match="chose"):
+        ship(tmp_path / "run", "reblur-n1", weights=kept[0], out_dir=tmp_path / "ckpt")
+    card = ship(tmp_path / "run", "reblur-n1", weights=kept[0], out_dir=tmp_path / "ckpt",
+                chosen_by="the full frames")
+    assert card["steps"] == 2 and card["run_steps"] == 5 and card["samples"] == 4
+    assert card["chosen_by"] == "the full frames" and "step 2 of a run stopped at step 5" in card["headline"]
+    shipped = load_file(str(tmp_path / "ckpt" / "reblur-n1.safetensors"))
+    assert all(torch.equal(shipped[key].float(), second[key].float()) for key in second)
+
+
 def test_a_shipped_card_keeps_its_runs_validation_curve(tmp_path):
     from train.ship import stage_summary, validation_history
 

@@ -99,7 +99,9 @@ def ship_command(argv: list[str]) -> int:
                                      description="Copy a run's weights into checkpoints/ with a model card.")
     parser.add_argument("--run", required=True, type=Path, help="a folder written by python -m train")
     parser.add_argument("--model", required=True, help="the registered model the run trained")
-    parser.add_argument("--weights", default="best.safetensors", help="file in the run folder (default: best)")
+    parser.add_argument("--weights", default="best.safetensors",
+                        help="file in the run folder (default: best; step-NNNNNN.safetensors: a kept step's)")
+    parser.add_argument("--chosen-by", help="what chose a kept step's weights (required for one), for the card")
     parser.add_argument("--data", type=Path, default=DEFAULT_VAL if DEFAULT_VAL.is_dir() else None,
                         help="pairs on which the float16 cost is measured (default: ../shared/data/gopro_dev)")
     args = parser.parse_args(argv)
@@ -109,7 +111,10 @@ def ship_command(argv: list[str]) -> int:
 
     from train.ship import ship
 
-    card = ship(args.run, args.model, weights=args.weights, data=args.data)
+    try:
+        card = ship(args.run, args.model, weights=args.weights, data=args.data, chosen_by=args.chosen_by)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"wrote checkpoints/{args.model}.safetensors ({card['precision']}) and {args.model}.json: {card['headline']}")
     return 0
 

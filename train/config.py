@@ -29,6 +29,7 @@ DEFAULTS = {
         "log_every": 10,
         "val_every": 1000,
         "save_every": 1000,
+        "keep_every": 0,  # also keep the exported (EMA) weights of every N-th step as step-NNNNNN.safetensors; 0: none
         "val_max_side": 256,  # centre crop of each validation pair, for speed on CPU; None for full frames
         "amp": True,  # bfloat16 autocast on CUDA
         "cpu_bf16": False,  # bfloat16 autocast on the CPU

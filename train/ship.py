@@ -13,6 +13,7 @@ runs ``python -m core evaluate``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -124,6 +125,7 @@ def stage_summary(card: dict) -> dict:
             "recipe": recipe_summary(config), "losses_used": card.get("losses_used"), "teacher": card.get("teacher"),
             "validation_best": card.get("validation_best"),
             **({"run_steps": card["run_steps"]} if "run_steps" in card else {}),
+            **({"chosen_by": card["chosen_by"]} if card.get("chosen_by") else {}),
             **({"validation_history": card["validation_history"]} if card.get("validation_history") else {})}
 
 
@@ -179,21 +181,40 @@ def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage} for stage in stages]
 
 
+def kept_step(weights: str) -> int | None:
+    """The step of a file written by ``[train] keep_every`` (``step-000500.safetensors``: 500); None otherwise."""
+    match = re.fullmatch(r"step-(\d+)\.safetensors", weights)
+    return int(match.group(1)) if match else None
+
+
 def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
     """The run card counted up to the step whose weights are shipped: ``best.safetensors`` holds the weights
-    of the best validation, which saw only the steps (samples, seconds) before it; the run's own length is kept
-    under ``run_steps``."""
+    of the best validation, ``step-NNNNNN.safetensors`` those of step N (``[train] keep_every``), and either saw
+    only the steps (samples, seconds) before it; the run's own length is kept under ``run_steps``, and a kept
+    step's validation (when the run validated it) becomes the card's ``validation_best``."""
     best = run_card.get("validation_best")
     log = run / "log.jsonl"
-    if weights != "best.safetensors" or not best or best["step"] >= run_card["steps"] or not log.is_file():
+    step = kept_step(weights)
+    if step is None and (weights != "best.safetensors" or not best):
+        return run_card
+    step = best["step"] if step is None else step
+    if step >= run_card["steps"] or not log.is_file():
         return run_card
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    at = next((r for r in records if r["kind"] == "val" and r["step"] == best["step"]), None)
+    at = next((r for r in records if r["kind"] in ("val", "train") and r["step"] == step), None)
     if at is None:
+        if kept_step(weights) is not None:
+            raise ValueError(f"{run / weights}: the run's log has no record of step {step}")
         return run_card
     batch = run_card["config"]["data"]["batch_size"]
-    return {**run_card, "run_steps": run_card["steps"], "steps": best["step"], "samples": best["step"] * batch,
-            "wall_seconds": round(at["seconds"], 1)}
+    counted = {**run_card, "run_steps": run_card["steps"], "steps": step, "samples": step * batch,
+               "wall_seconds": round(at["seconds"], 1)}
+    if kept_step(weights) is not None:
+        validated = next((r for r in records if r["kind"] == "val" and r["step"] == step), None)
+        counted["validation_best"] = (
+            {"step": step, **{k: validated[k] for k in ("psnr", "ssim", "psnr_preview") if k in validated}}
+            if validated else None)
+    return counted
 
 
 def shipped_as(start: str, out_dir: Path | None) -> str | None:
@@ -224,17 +245,25 @@ def shipped_step(run_card: dict) -> str:
     length = run_card["config"]["schedule"]["steps"]
     run = (f"its {length:,}-step run" if run_card["run_steps"] >= length
            else f"a run stopped at step {run_card['run_steps']:,} of {length:,}")
+    if run_card.get("chosen_by"):
+        return f"; the weights of step {run_card['steps']:,} of {run}, chosen by {run_card['chosen_by']}"
     return f"; the weights of step {run_card['steps']:,}, the best validation of {run}"
 
 
 def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path | None = None,
-         crop: int = 256, out_dir: Path = CHECKPOINT_DIR) -> dict:
+         crop: int = 256, out_dir: Path = CHECKPOINT_DIR, chosen_by: str | None = None) -> dict:
+    """``chosen_by``: what picked a kept step's weights (``step-NNNNNN.safetensors``, written by ``[train]
+    keep_every``) over the run's own best validation; required for such a file, named in the card."""
     run = Path(run)
     source = run / weights
     run_card = json.loads((run / "card.json").read_text())
     if run_card["model"] != name:
         raise ValueError(f"{run} trained {run_card['model']!r}, not {name!r}")
+    if kept_step(weights) is not None and not chosen_by:
+        raise ValueError(f"{weights} is a kept step's weights: say what chose them (chosen_by, --chosen-by)")
     run_card = {**as_of_shipped_step(run, run_card, weights), "validation_history": validation_history(run)}
+    if chosen_by:
+        run_card["chosen_by"] = chosen_by
     architecture = checkpoint_architecture(source)
     model = create_model(name, **architecture)
     load_weights(model, source)
@@ -279,6 +308,7 @@ def ship(run: Path, name: str, *, weights: str = "best.safetensors", data: Path 
         "precision": precision,
         "recipe": recipe_summary(run_card["config"]),
         **({"run_steps": run_card["run_steps"]} if "run_steps" in run_card else {}),
+        **({"chosen_by": run_card["chosen_by"]} if run_card.get("chosen_by") else {}),
         **{key: run_card[key] for key in ("data", "validation", "steps", "samples", "wall_seconds", "hardware",
                                            "losses_used", "teacher", "validation_best", "validation_last", "torch",
                                            "config")},

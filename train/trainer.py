@@ -331,6 +331,11 @@ def train(
                 began += time.perf_counter() - paused  # the clocks count training time only
                 cpu_began += time.process_time() - cpu_paused
             barrier(context)
+        if context.main and settings["keep_every"] and done % settings["keep_every"] == 0:
+            # every N-th step's weights, for a choice by measures the run does not take (full frames, Köhler NIQE)
+            with average.swapped_in(model) if average is not None else nullcontext(model) as evaluated:
+                export_weights(evaluated, out / kept_weights_name(done), fp16=settings["fp16_export"],
+                               name=model_name, architecture=architecture)
         if context.main and (done % settings["save_every"] == 0 or done == total):
             save_state(state_path, model, recipe, done, best, time.perf_counter() - began, average,
                        cpu_seconds=time.process_time() - cpu_began)
@@ -351,6 +356,11 @@ def train(
         (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     barrier(context)
     return card
+
+
+def kept_weights_name(step: int) -> str:
+    """The file ``[train] keep_every`` writes for a step's weights; ``train.ship`` reads the step back from it."""
+    return f"step-{step:06d}.safetensors"
 
 
 def initialise_from(model, path: Path) -> list[str]:
