@@ -415,8 +415,10 @@ class MovingCameraFolder(RandomPairs):
     of up to ``roll`` radians about a pivot within one region of the crop's centre and a zoom of up to ``zoom``
     (log scale) over the exposure; with ``scale``, a region up to ``scale[1]`` times the crop (as large as the
     photo allows) is blurred and downscaled to the crop, as ``FrameFolder`` does; then Gaussian noise of a
-    standard deviation drawn uniformly from ``noise_sigma``. The parameter ranges are this project's choice, set
-    to cover the blur of GoPro's 7 to 13 frame windows at 1280 x 720 and below (up to about 40 px).
+    standard deviation drawn uniformly from ``noise_sigma``. The parameter ranges are this project's choice; the
+    default ``extent`` (0.5 to 32 crop px, ``[data] camera_extent``) was set to cover GoPro's 7 to 13 frame windows
+    at 1280 x 720 and below, whose straight-line fits (``benchmarks/blur_length.py``) reach 48 px on an unseen
+    GOPR0374 pair; the later stages of LMFN, FCN and GradientNet draw paths up to 64 px.
     """
 
     def __init__(
