@@ -231,6 +231,13 @@ def test_kept_steps_ship_as_that_steps_weights_and_say_what_chose_them(photos, t
     assert card["chosen_by"] == "the full frames" and "step 2 of a run stopped at step 5" in card["headline"]
     shipped = load_file(str(tmp_path / "ckpt" / "reblur-n1.safetensors"))
     assert all(torch.equal(shipped[key].float(), second[key].float()) for key in second)
+    with (tmp_path / "run" / "log.jsonl").open("a") as log:  # a validated run's log: the last kept step's record
+        log.write(json.dumps({"kind": "val", "step": 5, "seconds": 3.0, "cpu_seconds": 2.5, "psnr": 21.0}) + "\n")
+    (tmp_path / "run" / "step-000005.safetensors").write_bytes((tmp_path / "run" / "last.safetensors").read_bytes())
+    card = ship(tmp_path / "run", "reblur-n1", weights="step-000005.safetensors", out_dir=tmp_path / "other",
+                chosen_by="the last step")
+    assert card["steps"] == 5 and "run_steps" not in card and card["validation_best"] == {"step": 5, "psnr": 21.0}
+    assert card["headline"].endswith("; chosen by the last step")
 
 
 def test_a_shipped_card_keeps_its_runs_validation_curve(tmp_path):

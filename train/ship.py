@@ -191,30 +191,32 @@ def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:
     """The run card counted up to the step whose weights are shipped: ``best.safetensors`` holds the weights
     of the best validation, ``step-NNNNNN.safetensors`` those of step N (``[train] keep_every``), and either saw
     only the steps (samples, seconds) before it; the run's own length is kept under ``run_steps``, and a kept
-    step's validation (when the run validated it) becomes the card's ``validation_best``."""
+    step's validation (None where the run did not validate it) becomes the card's ``validation_best``."""
     best = run_card.get("validation_best")
     log = run / "log.jsonl"
-    step = kept_step(weights)
-    if step is None and (weights != "best.safetensors" or not best):
+    kept = kept_step(weights)
+    if kept is None and (weights != "best.safetensors" or not best):
         return run_card
-    step = best["step"] if step is None else step
-    if step >= run_card["steps"] or not log.is_file():
+    step = best["step"] if kept is None else kept
+    records = ([json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+               if log.is_file() else [])
+    if kept is not None:
+        if kept > run_card["steps"]:
+            raise ValueError(f"{run / weights}: step {kept} is past the run's last step ({run_card['steps']})")
+        validated = next((r for r in records if r["kind"] == "val" and r["step"] == kept), None)
+        run_card = {**run_card, "validation_best": (
+            {"step": kept, **{k: validated[k] for k in ("psnr", "ssim", "psnr_preview") if k in validated}}
+            if validated else None)}
+    if step >= run_card["steps"]:
         return run_card
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     at = next((r for r in records if r["kind"] in ("val", "train") and r["step"] == step), None)
     if at is None:
-        if kept_step(weights) is not None:
+        if kept is not None:
             raise ValueError(f"{run / weights}: the run's log has no record of step {step}")
         return run_card
     batch = run_card["config"]["data"]["batch_size"]
-    counted = {**run_card, "run_steps": run_card["steps"], "steps": step, "samples": step * batch,
-               "wall_seconds": round(at["seconds"], 1)}
-    if kept_step(weights) is not None:
-        validated = next((r for r in records if r["kind"] == "val" and r["step"] == step), None)
-        counted["validation_best"] = (
-            {"step": step, **{k: validated[k] for k in ("psnr", "ssim", "psnr_preview") if k in validated}}
-            if validated else None)
-    return counted
+    return {**run_card, "run_steps": run_card["steps"], "steps": step, "samples": step * batch,
+            "wall_seconds": round(at["seconds"], 1)}
 
 
 def shipped_as(start: str, out_dir: Path | None) -> str | None:
@@ -240,8 +242,8 @@ def shipped_as(start: str, out_dir: Path | None) -> str | None:
 
 def shipped_step(run_card: dict) -> str:
     """The headline's note when the shipped weights are an earlier step's than the run's last."""
-    if "run_steps" not in run_card:
-        return ""
+    if "run_steps" not in run_card:  # the run's last weights (a run stopped early says so in its chosen_by)
+        return f"; chosen by {run_card['chosen_by']}" if run_card.get("chosen_by") else ""
     length = run_card["config"]["schedule"]["steps"]
     run = (f"its {length:,}-step run" if run_card["run_steps"] >= length
            else f"a run stopped at step {run_card['run_steps']:,} of {length:,}")
