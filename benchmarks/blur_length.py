@@ -21,22 +21,22 @@ from PIL import Image
 from scipy.ndimage import convolve
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.blur import _splat  # noqa: E402  (the project's bilinear splatting of a path onto a kernel grid)
+
 LENGTHS = (1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80)
 ANGLES = np.arange(0.0, np.pi, np.pi / 12)
 BORDER = 40
 
 
 def line_kernel(length: float, angle: float) -> np.ndarray:
-    """A normalised straight-line kernel of ``length`` pixels at ``angle`` radians, drawn by bilinear splatting."""
+    """A normalised straight-line kernel of ``length`` pixels at ``angle`` radians: evenly spaced points along the
+    line, splatted bilinearly as ``core.blur``'s camera trajectories are."""
     size = (int(np.ceil(length)) | 1) + 2
-    kernel, centre = np.zeros((size, size)), size // 2
-    for t in np.linspace(-length / 2, length / 2, max(int(length * 4), 1)):
-        x, y = centre + t * np.cos(angle), centre - t * np.sin(angle)
-        x0, y0 = int(np.floor(x)), int(np.floor(y))
-        fx, fy = x - x0, y - y0
-        for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
-                kernel[y0 + dy, x0 + dx] += weight
+    centre = size // 2
+    along = np.linspace(-length / 2, length / 2, max(int(length * 4), 1))
+    kernel = _splat(centre * (1 + 1j) + along * np.cos(angle) - 1j * along * np.sin(angle), size)
     return kernel / kernel.sum()
 
 

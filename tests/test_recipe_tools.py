@@ -297,6 +297,11 @@ def test_the_blur_length_estimate_recovers_a_known_straight_blur():
     from benchmarks.blur_length import best_line, line_kernel
 
     assert line_kernel(12, 0.3).sum() == pytest.approx(1.0)
+    vertical = line_kernel(16, np.pi / 2)  # a line through the centre: one column, 16 px long, centred
+    centre = vertical.shape[0] // 2
+    rows, columns = np.nonzero(vertical > 1e-9)
+    assert set(columns) == {centre} and rows.max() - rows.min() >= 15
+    assert (np.arange(vertical.shape[0]) * vertical.sum(axis=1)).sum() == pytest.approx(centre, abs=0.5)
     sharp = np.random.default_rng(3).random((128, 128))
     blurry = convolve(sharp, line_kernel(16, np.pi / 2), mode="reflect")
     length, angle, fit = best_line(blurry, sharp)

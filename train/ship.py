@@ -13,7 +13,6 @@ runs ``python -m core evaluate``.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ from core.registry import (
 from train.config import DEFAULTS
 from train.data import ValidationPairs
 from train.distributed import Context
-from train.trainer import validate
+from train.trainer import kept_weights_step as kept_step, validate
 
 FP16_TOLERANCE_DB = 0.05
 GOPRO_FRAMES = DEFAULTS["data"]["frames"]  # the frame windows of GoPro's own pairs
@@ -179,12 +178,6 @@ def earlier_stages(run_card: dict, name: str, out_dir: Path) -> list[dict]:
     stages = card.get("stages") or [stage_summary(card)]
     # stages shipped before cards listed their losses and teacher: those the shipped card recorded for them all
     return [{"losses_used": card.get("losses_used"), "teacher": card.get("teacher"), **stage} for stage in stages]
-
-
-def kept_step(weights: str) -> int | None:
-    """The step of a file written by ``[train] keep_every`` (``step-000500.safetensors``: 500); None otherwise."""
-    match = re.fullmatch(r"step-(\d+)\.safetensors", weights)
-    return int(match.group(1)) if match else None
 
 
 def as_of_shipped_step(run: Path, run_card: dict, weights: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -359,8 +360,14 @@ def train(
 
 
 def kept_weights_name(step: int) -> str:
-    """The file ``[train] keep_every`` writes for a step's weights; ``train.ship`` reads the step back from it."""
+    """The file ``[train] keep_every`` writes for a step's weights; ``kept_weights_step`` reads the step back."""
     return f"step-{step:06d}.safetensors"
+
+
+def kept_weights_step(name: str) -> int | None:
+    """The step of a file written by ``[train] keep_every`` (``step-000500.safetensors``: 500); None otherwise."""
+    match = re.fullmatch(r"step-(\d+)\.safetensors", name)
+    return int(match.group(1)) if match else None
 
 
 def initialise_from(model, path: Path) -> list[str]:
