@@ -329,6 +329,32 @@ def test_gradientnet_can_add_a_charbonnier_term_and_its_card_says_so(teacher_pat
     assert "2.0 x Charbonnier on the restored image (not in the paper)" in pixel_losses
 
 
+def test_fcn_can_add_an_fft_term_on_its_final_stage_and_its_card_says_so(teacher_path):
+    from train import losses
+
+    config = tiny_config("fcn", teacher_path)
+    with_fft = merge(config, {"loss": {"fft": 0.5}})
+    generator = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32, generator=generator)
+    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    results = []
+    for settings in (config, with_fft):
+        torch.manual_seed(0)
+        model = create_model("fcn").train()
+        recipe = RECIPES["fcn"](model, settings, CPU)
+        with torch.no_grad():
+            stages = model.forward_train(batch["blur"])["stages"]
+            expected = losses.fft_l1(stages[-1].float(), sharp).item()
+            first = losses.fft_l1(stages[0].float(), sharp).item()
+        results.append((recipe.step(batch), expected, first, recipe.losses_used))
+    (plain, _, _, plain_losses), (fft, final, first, fft_losses) = results
+    assert final != pytest.approx(first, rel=1e-3)  # the stages differ, so the test can tell which one is used
+    assert fft["fft"] == pytest.approx(final, rel=1e-4)
+    assert fft["loss"] == pytest.approx(plain["loss"] + 0.5 * final, rel=1e-4)
+    assert "fft" not in plain and not any("FFT" in line for line in plain_losses)
+    assert "0.5 x FFT L1 (Cho et al., ICCV 2021) on the final stage's output (not in the paper)" in fft_losses
+
+
 def test_a_cpu_without_bfloat16_trains_in_float32_and_the_card_says_so(photos, teacher_path, tmp_path, monkeypatch):
     import train.trainer as trainer
 

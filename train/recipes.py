@@ -236,27 +236,38 @@ class SemanticPrior(Recipe):
 
 @recipe("fcn")
 class FeatureCatcher(Recipe):
-    """FCN Eq. 1 with trainable trust ratios (train.losses.trust_ratio_loss, KL-to-uniform regularised)."""
+    """FCN Eq. 1 with trainable trust ratios (train.losses.trust_ratio_loss, KL-to-uniform regularised).
+
+    ``[loss] fft``: the weight of a frequency-domain L1 (``train.losses.fft_l1``, MIMO-UNet's) on the final
+    stage's output beside Eq. 1 (not in the paper; 0 or absent: none)."""
 
     def __init__(self, model, config, context):
         super().__init__(model, config, context)
         self.temperature = config["loss"]["trust_temperature"]
+        self.fft = config["loss"].get("fft", 0.0)
         self.losses_used = [
             "FCN Eq. 1: sum_s r_s ||P_s - G||_2 over the 3 stage outputs, r = softmax(trust logits), plus "
-            f"{self.temperature} x KL(r || uniform) so that r is the softmin of the stage losses (non-degenerate)"
+            f"{self.temperature} x KL(r || uniform) so that r is the softmin of the stage losses (non-degenerate)",
+            *([f"{self.fft} x FFT L1 (Cho et al., ICCV 2021) on the final stage's output (not in the paper)"]
+              if self.fft else []),
         ]
         self.add_optimizer("model", model.parameters())
 
     def step(self, batch):
+        fft = None
         with self.autocast():
             outputs = self.model.forward_train(batch["blur"])
             stages = [stage.float() for stage in outputs["stages"]]
             loss = losses.trust_ratio_loss(
                 stages, batch["sharp"], outputs["trust ratios"].float(), temperature=self.temperature
             )
+        if self.fft:  # on the float32 output, outside the autocast
+            fft = losses.fft_l1(stages[-1], batch["sharp"])
+            loss = loss + self.fft * fft
         self.update("model", loss)
         ratios = outputs["trust ratios"].detach().tolist()
-        return {"loss": loss.item(), **{f"r{s + 1}": r for s, r in enumerate(ratios)}}
+        return {"loss": loss.item(), **({"fft": fft.item()} if fft is not None else {}),
+                **{f"r{s + 1}": r for s, r in enumerate(ratios)}}
 
 
 @recipe("reblur")
