@@ -329,6 +329,30 @@ def test_gradientnet_can_add_a_charbonnier_term_and_its_card_says_so(teacher_pat
     assert "2.0 x Charbonnier on the restored image (not in the paper)" in pixel_losses
 
 
+def test_gradientnet_weighs_an_offline_content_stand_in_by_its_own_weight(teacher_path, monkeypatch):
+    from train import losses
+
+    def unavailable(**_):
+        raise OSError("no VGG19 weights here")
+
+    monkeypatch.setattr(losses, "PerceptualLoss", unavailable)  # the stand-in, whatever this machine can load
+    config = merge(tiny_config("gradientnet", teacher_path), {"loss": {"adversarial": 0.0, "critic_steps": 0}})
+    generator = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32, generator=generator)
+    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    results = []
+    for loss in ({"content": 0.05}, {"content": 10.0, "content_fallback": 0.05}, {"content": 10.0}):
+        torch.manual_seed(0)
+        model = create_model("gradientnet").train()
+        recipe = RECIPES["gradientnet"](model, merge(config, {"loss": loss}), CPU)
+        results.append((recipe.step(batch)["loss"], recipe.losses_used[0]))
+    (stand_in, plain_text), (own, own_text), (paper, paper_text) = results
+    assert own == pytest.approx(stand_in, rel=1e-5) and paper > 10 * own  # FFT L1 dominates at the paper's 10
+    assert plain_text.startswith("0.05 x VGG19 relu4_3 perceptual loss unavailable offline")
+    assert own_text.startswith("0.05 x VGG19 relu4_3") and "VGG19 features would be weighted 10.0" in own_text
+    assert paper_text.startswith("10.0 x VGG19 relu4_3")
+
+
 def test_fcn_can_add_an_fft_term_on_its_final_stage_and_its_card_says_so(teacher_path):
     from train import losses
 

@@ -300,7 +300,11 @@ class Reblurring(Recipe):
 class StructuresGuided(Recipe):
     """Eq. 11: 10 content (VGG19 relu4_3) + gradient + WGAN-GP; the PatchGAN critic steps 5 times per
     generator step. The critic's five steps reuse the iteration's batch and one generated image (detached).
-    ``[loss] charbonnier``: the weight of a Charbonnier pixel term beside them (not in the paper; 0: none)."""
+    ``[loss] charbonnier``: the weight of a Charbonnier pixel term beside them (not in the paper; 0: none).
+    ``[loss] content_fallback``: the content term's weight when its network is an offline stand-in (FFT L1 or
+    EfficientNet-Lite0 where VGG19 cannot be loaded; absent: ``content``), so that one configuration keeps the
+    paper's 10 for VGG19 features and a weight fitted to the stand-in's scale (FFT L1 of 128 px crops is ~100x a
+    pixel L1)."""
 
     def __init__(self, model, config, context):
         from core.models.gradientnet import PatchGAN
@@ -311,11 +315,18 @@ class StructuresGuided(Recipe):
         self.critic = PatchGAN().to(context.device)
         self.modules["critic"] = self.critic
         self.content, content_description = self.perceptual(weights["content_network"], weights["content_layer"])
+        stand_in = isinstance(self.content, (losses.FFTL1Loss, losses.EfficientNetPerceptualLoss))
+        self.content_weight = weights.get("content_fallback", weights["content"]) if stand_in else weights["content"]
+        if self.content_weight != weights["content"]:
+            content_description = (f"{self.content_weight} x {content_description}, the stand-in's own weight "
+                                   f"([loss] content_fallback; VGG19 features would be weighted {weights['content']})")
+        else:
+            content_description = f"{weights['content']} x {content_description}"
         # A reduced schedule may leave the adversarial term out (adversarial = 0 or critic_steps = 0): the critic
         # is then neither trained nor evaluated, and the card says so.
         self.adversarial = weights["adversarial"] > 0 and weights["critic_steps"] > 0
         self.losses_used = [
-            f"{weights['content']} x {content_description}",
+            content_description,
             f"{weights['gradient']} x gradient loss (L1 of horizontal and vertical differences)",
             *([f"{weights['charbonnier']} x Charbonnier on the restored image (not in the paper)"]
               if weights.get("charbonnier") else []),
@@ -344,7 +355,7 @@ class StructuresGuided(Recipe):
             if self.adversarial:
                 adversarial = losses.generator_adversarial_loss(self.critic, fake)
             loss = (
-                self.weights["content"] * content
+                self.content_weight * content
                 + self.weights["gradient"] * gradient
                 + self.weights["adversarial"] * adversarial
             )
