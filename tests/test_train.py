@@ -307,19 +307,29 @@ def test_init_copies_matching_tensors_from_another_run(photos, teacher_path, tmp
         initialise_from(create_model("lmfn"), tmp_path / "n1" / "last.safetensors")
 
 
+def shifted_batch() -> dict:
+    """Two random 32 px 'sharp' images and their average with a 3 px horizontal shift as the blurry input."""
+    sharp = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+
+
+def seeded_recipe(name: str, settings: dict):
+    """A freshly initialised model (seed 0, the same weights every call) in training mode and its recipe."""
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    return model, RECIPES[name](model, settings, CPU)
+
+
 def test_gradientnet_can_add_a_charbonnier_term_and_its_card_says_so(teacher_path):
     from train import losses
 
     config = merge(tiny_config("gradientnet", teacher_path), {"loss": {"adversarial": 0.0, "critic_steps": 0}})
     with_pixel = merge(config, {"loss": {"charbonnier": 2.0}})
-    generator = torch.Generator().manual_seed(0)
-    sharp = torch.rand(2, 3, 32, 32, generator=generator)
-    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    batch = shifted_batch()
+    sharp = batch["sharp"]
     results = []
     for settings in (config, with_pixel):
-        torch.manual_seed(0)
-        model = create_model("gradientnet").train()
-        recipe = RECIPES["gradientnet"](model, settings, CPU)
+        model, recipe = seeded_recipe("gradientnet", settings)
         with torch.no_grad():
             expected = 2.0 * losses.charbonnier(model.forward_train(batch["blur"])["output"].float(), sharp).item()
         results.append((recipe.step(batch)["loss"], expected, recipe.losses_used))
@@ -337,14 +347,10 @@ def test_gradientnet_weighs_an_offline_content_stand_in_by_its_own_weight(teache
 
     monkeypatch.setattr(losses, "PerceptualLoss", unavailable)  # the stand-in, whatever this machine can load
     config = merge(tiny_config("gradientnet", teacher_path), {"loss": {"adversarial": 0.0, "critic_steps": 0}})
-    generator = torch.Generator().manual_seed(0)
-    sharp = torch.rand(2, 3, 32, 32, generator=generator)
-    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    batch = shifted_batch()
     results = []
     for loss in ({"content": 0.05}, {"content": 10.0, "content_fallback": 0.05}, {"content": 10.0}):
-        torch.manual_seed(0)
-        model = create_model("gradientnet").train()
-        recipe = RECIPES["gradientnet"](model, merge(config, {"loss": loss}), CPU)
+        _, recipe = seeded_recipe("gradientnet", merge(config, {"loss": loss}))
         results.append((recipe.step(batch)["loss"], recipe.losses_used[0]))
     (stand_in, plain_text), (own, own_text), (paper, paper_text) = results
     assert own == pytest.approx(stand_in, rel=1e-5) and paper > 10 * own  # FFT L1 dominates at the paper's 10
@@ -358,14 +364,11 @@ def test_fcn_can_add_an_fft_term_on_its_final_stage_and_its_card_says_so(teacher
 
     config = tiny_config("fcn", teacher_path)
     with_fft = merge(config, {"loss": {"fft": 0.5}})
-    generator = torch.Generator().manual_seed(0)
-    sharp = torch.rand(2, 3, 32, 32, generator=generator)
-    batch = {"blur": (sharp + torch.roll(sharp, 3, dims=-1)) / 2, "sharp": sharp}
+    batch = shifted_batch()
+    sharp = batch["sharp"]
     results = []
     for settings in (config, with_fft):
-        torch.manual_seed(0)
-        model = create_model("fcn").train()
-        recipe = RECIPES["fcn"](model, settings, CPU)
+        model, recipe = seeded_recipe("fcn", settings)
         with torch.no_grad():
             stages = model.forward_train(batch["blur"])["stages"]
             expected = losses.fft_l1(stages[-1].float(), sharp).item()

@@ -239,7 +239,8 @@ class FeatureCatcher(Recipe):
     """FCN Eq. 1 with trainable trust ratios (train.losses.trust_ratio_loss, KL-to-uniform regularised).
 
     ``[loss] fft``: the weight of a frequency-domain L1 (``train.losses.fft_l1``, MIMO-UNet's) on the final
-    stage's output beside Eq. 1 (not in the paper; 0 or absent: none)."""
+    stage's output beside Eq. 1 (not in the paper; 0 or absent: none). MIMO-UNet applies it at each of its scales;
+    here it weighs only the final stage's output, the image FCN returns, and leaves Eq. 1's stage terms as they are."""
 
     def __init__(self, model, config, context):
         super().__init__(model, config, context)
